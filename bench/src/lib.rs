@@ -1,0 +1,1 @@
+//! Benchmarks for shardcast: criterion micro-benchmarks live in `benches/`.

@@ -1,0 +1,24 @@
+//! shardcast: a thread-per-core RTSP media server.
+//!
+//! The crate is layered so that each layer can be read alone:
+//!
+//! - [`proto`]: sans-IO codecs (RTSP, SDP, RTP/RTCP, auth, time). No sockets, no clocks.
+//!
+//! Later layers (`session`, `runtime`, `server`, `client`) build on `proto`.
+//!
+//! # Example
+//!
+//! Converting a wall-clock instant to the NTP timestamp carried in RTCP sender reports:
+//!
+//! ```
+//! use std::time::Duration;
+//! use shardcast::proto::time::NtpTime;
+//!
+//! let unix = Duration::from_secs(1_700_000_000);
+//! let ntp = NtpTime::from_unix(unix);
+//! assert_eq!(ntp.to_unix(), unix);
+//! ```
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod proto;
