@@ -21,4 +21,5 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod fanout;
 pub mod proto;

@@ -1,0 +1,3 @@
+//! The data plane: per-stream broadcast rings read by every core.
+
+pub mod ring;
