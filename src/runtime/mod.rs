@@ -1,0 +1,13 @@
+//! The only glommio, socket and `unsafe` code: pinned executors, SO_REUSEPORT sockets, doorbells.
+//!
+//! Everything above this layer sees plain async reads and writes; keeping glommio here means it
+//! could be swapped without touching the protocol or session code.
+
+pub(crate) mod doorbell;
+pub(crate) mod listen;
+pub(crate) mod pool;
+pub(crate) mod tcp;
+
+pub(crate) use doorbell::{doorbell, Doorbell, DoorbellRinger};
+pub(crate) use listen::{adopt_tcp_listener, bind_tcp_reuseport};
+pub(crate) use pool::{available_cpus, CorePool};

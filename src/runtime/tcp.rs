@@ -1,0 +1,199 @@
+//! An accepted TCP connection split into a reading half and a batching writing half.
+//!
+//! glommio streams need `&mut` to read or write, but a connection reads requests while its writer
+//! flushes responses and interleaved frames. Both halves share the stream through a `RefCell` that is
+//! borrowed only inside a synchronous `poll_*` call, never across an `.await`, so they cannot clash.
+//!
+//! Writes are vectored: [`TcpWriteHalf::write_all_vectored`] hands up to [`MAX_IOVECS`] queued buffers
+//! to one non-blocking `sendmsg`, which DESIGN.md measured at ~18x cheaper per packet than one write
+//! each. glommio has no readiness API, so when the socket is full we wait for writability by giving
+//! glommio's own write the first pending bytes.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+/// Buffers handed to one `sendmsg`; more gains nothing measurable and IOV_MAX is 1024.
+pub(crate) const MAX_IOVECS: usize = 128;
+
+/// Splits an accepted stream into halves that can be used by two tasks of one executor.
+pub(crate) fn split(stream: TcpStream) -> (TcpReadHalf, TcpWriteHalf) {
+    // Small interleaved frames must not wait for Nagle's algorithm.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let fd = stream.as_raw_fd();
+    let shared = Rc::new(RefCell::new(stream));
+    (
+        TcpReadHalf { stream: shared.clone() },
+        TcpWriteHalf { stream: shared, fd },
+    )
+}
+
+/// The peer address of an accepted stream.
+pub(crate) fn peer_addr(stream: &TcpStream) -> io::Result<SocketAddr> {
+    Ok(stream.peer_addr()?)
+}
+
+/// Reads from the connection.
+pub(crate) struct TcpReadHalf {
+    stream: Rc<RefCell<TcpStream>>,
+}
+
+impl TcpReadHalf {
+    /// Reads into `buf`; 0 means the peer closed its side.
+    pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| {
+            let mut stream = self.stream.borrow_mut();
+            Pin::new(&mut *stream).poll_read(cx, buf)
+        })
+        .await
+    }
+}
+
+/// Writes to the connection, many buffers per system call.
+pub(crate) struct TcpWriteHalf {
+    stream: Rc<RefCell<TcpStream>>,
+    fd: RawFd,
+}
+
+impl TcpWriteHalf {
+    /// Writes every byte of `slices` (advancing them), failing with `TimedOut` if the socket stays
+    /// full for longer than `timeout` at any point.
+    pub(crate) async fn write_all_vectored(&self, mut slices: &mut [IoSlice<'_>], timeout: Duration) -> io::Result<()> {
+        IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            let batch = slices.len().min(MAX_IOVECS);
+            match sendmsg_dontwait(self.fd, &slices[..batch]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let n = self.write_when_writable(&slices[0], timeout).await?;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the socket accepts some of `first`, through glommio's poll-for-writability path.
+    async fn write_when_writable(&self, first: &[u8], timeout: Duration) -> io::Result<usize> {
+        let write = poll_fn(|cx| {
+            let mut stream = self.stream.borrow_mut();
+            Pin::new(&mut *stream).poll_write(cx, first)
+        });
+        let expire = async {
+            glommio::timer::sleep(timeout).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out"))
+        };
+        futures_lite::future::or(write, expire).await
+    }
+
+    /// Shuts down the sending side so the peer sees end of stream after what was written.
+    pub(crate) async fn shutdown(&self) {
+        let close = poll_fn(|cx| {
+            let mut stream = self.stream.borrow_mut();
+            Pin::new(&mut *stream).poll_close(cx)
+        });
+        if let Err(e) = close.await {
+            tracing::trace!(error = %e, "shutdown of a closed socket");
+        }
+    }
+}
+
+/// One non-blocking vectored send. `MSG_NOSIGNAL`: a peer that vanished must give EPIPE, not kill us.
+fn sendmsg_dontwait(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix; sendmsg only reads through the pointer.
+    header.msg_iov = slices.as_ptr() as *mut libc::iovec;
+    header.msg_iovlen = slices.len() as _;
+    // SAFETY: `header` points at `slices.len()` valid iovecs borrowed for the duration of the call,
+    // with no name or control data; `fd` is open for as long as `self.stream` lives.
+    let sent = unsafe { libc::sendmsg(fd, &header, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn run_on_one_core<F, Fut>(f: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(64 * 1024)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn vectored_write_delivers_every_buffer_in_order_even_when_the_socket_fills() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // 4 MiB in 2000 buffers: more than the socket buffers hold, so the writable-wait path runs.
+        let reader = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).unwrap();
+            all
+        });
+        run_on_one_core(move || async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (_read, write) = split(stream);
+            let chunks: Vec<Vec<u8>> = (0..2000u32).map(|i| vec![(i % 251) as u8; 2097]).collect();
+            let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+            write
+                .write_all_vectored(&mut slices, Duration::from_secs(10))
+                .await
+                .unwrap();
+            write.shutdown().await;
+        });
+        let received = reader.join().unwrap();
+        let expected: Vec<u8> = (0..2000u32).flat_map(|i| vec![(i % 251) as u8; 2097]).collect();
+        assert_eq!(received.len(), expected.len());
+        assert!(received == expected);
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_makes_the_write_time_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = std::thread::spawn(move || {
+            let (peer, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            drop(peer);
+        });
+        run_on_one_core(move || async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (_read, write) = split(stream);
+            let big = vec![0u8; 64 << 20];
+            let mut slices = [IoSlice::new(&big)];
+            let err = write
+                .write_all_vectored(&mut slices, Duration::from_millis(200))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        });
+        hold.join().unwrap();
+    }
+}
