@@ -29,3 +29,4 @@ pub mod proto;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod runtime;
 pub mod server;
+pub mod session;

@@ -1,0 +1,11 @@
+//! Sans-IO state machines: RTSP session state, transport negotiation, timeouts.
+//!
+//! Nothing here touches a socket or reads a clock: `now` is an argument, so every rule is unit tested
+//! deterministically. The server layer feeds these machines and carries out what they decide.
+#![forbid(unsafe_code)]
+
+pub mod state;
+pub mod timeout;
+
+pub use state::{SessionState, StateError};
+pub use timeout::{Liveness, TransportKind};
