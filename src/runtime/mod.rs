@@ -8,6 +8,6 @@ pub(crate) mod listen;
 pub(crate) mod pool;
 pub(crate) mod tcp;
 
-pub(crate) use doorbell::{doorbell, Doorbell, DoorbellRinger};
+pub(crate) use doorbell::{doorbell, AdoptedDoorbell, Doorbell, DoorbellRinger};
 pub(crate) use listen::{adopt_tcp_listener, bind_tcp_reuseport};
 pub(crate) use pool::{available_cpus, CorePool};

@@ -1,0 +1,349 @@
+//! One core's fan-out: its cursor into each stream it has readers of, and those readers.
+//!
+//! When the core's doorbell rings, [`CoreFanout::drain`] reads each pending stream's new packets once
+//! and hands every local reader the same buffer (a refcount, not a copy), as an interleaved frame in
+//! its connection's outbox. A reader whose outbox is full loses that packet alone.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::outbox::{Outbox, Outgoing, PushError};
+use super::ring::{PacketMeta, ReadOutcome, RingReader};
+use super::stream::StreamShared;
+
+/// Packets read per stream before the drain gives other tasks a turn.
+const DRAIN_BUDGET: usize = 256;
+
+/// Bytes carved per arena refill: packets are sliced out of one allocation, which is reclaimed
+/// (not reallocated) once every reader has written the packets it holds.
+const ARENA_CHUNK: usize = 256 * 1024;
+
+/// A reader over TCP: where its frames go and which channel each track uses.
+#[derive(Debug)]
+pub(crate) struct TcpReader {
+    outbox: Rc<Outbox>,
+    /// RTP channel per track (RTCP is the next channel); `None` for tracks it did not set up.
+    rtp_channels: Vec<Option<u8>>,
+    lost: Cell<u64>,
+}
+
+impl TcpReader {
+    /// A reader writing to `outbox`, with the interleaved RTP channel of each track.
+    pub(crate) fn new(outbox: Rc<Outbox>, rtp_channels: Vec<Option<u8>>) -> TcpReader {
+        TcpReader {
+            outbox,
+            rtp_channels,
+            lost: Cell::new(0),
+        }
+    }
+
+    /// Packets this reader lost: its queue was full, or this core fell behind the ring.
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost.get()
+    }
+
+    fn deliver(&self, meta: PacketMeta, payload: &Bytes) {
+        let Some(Some(rtp_channel)) = self.rtp_channels.get(usize::from(meta.track)) else {
+            return;
+        };
+        let channel = if meta.is_rtcp {
+            rtp_channel.wrapping_add(1)
+        } else {
+            *rtp_channel
+        };
+        let Some(frame) = Outgoing::frame(channel, payload.clone()) else {
+            return;
+        };
+        match self.outbox.push_frame(frame) {
+            Ok(()) | Err(PushError::Closed) => {}
+            Err(PushError::Full) => self.lost.set(self.lost.get() + 1),
+        }
+    }
+}
+
+/// Identifies a reader added to a [`CoreFanout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ReaderId(u64);
+
+struct LocalStream {
+    shared: Arc<StreamShared>,
+    cursor: RingReader,
+    readers: Vec<(ReaderId, Rc<TcpReader>)>,
+}
+
+/// Result of one drain pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drained {
+    /// Every pending stream was read to its head.
+    Done,
+    /// A stream still has packets; drain again after yielding.
+    More,
+}
+
+/// The fan-out state of one core.
+pub(crate) struct CoreFanout {
+    core: usize,
+    streams: RefCell<Vec<LocalStream>>,
+    next_id: Cell<u64>,
+    scratch: RefCell<Vec<u8>>,
+    arena: RefCell<BytesMut>,
+}
+
+impl CoreFanout {
+    /// The fan-out of core `core`.
+    pub(crate) fn new(core: usize) -> CoreFanout {
+        CoreFanout {
+            core,
+            streams: RefCell::new(Vec::new()),
+            next_id: Cell::new(0),
+            scratch: RefCell::new(Vec::new()),
+            arena: RefCell::new(BytesMut::new()),
+        }
+    }
+
+    /// Starts delivering `stream`'s packets written from now on to `reader`.
+    pub(crate) fn add_reader(&self, stream: &Arc<StreamShared>, reader: Rc<TcpReader>) -> ReaderId {
+        let id = ReaderId(self.next_id.get());
+        self.next_id.set(id.0 + 1);
+        let mut streams = self.streams.borrow_mut();
+        match streams.iter_mut().find(|s| Arc::ptr_eq(&s.shared, stream)) {
+            Some(local) => local.readers.push((id, reader)),
+            None => {
+                let cursor = stream.subscribe(self.core);
+                streams.push(LocalStream {
+                    shared: stream.clone(),
+                    cursor,
+                    readers: vec![(id, reader)],
+                });
+            }
+        }
+        id
+    }
+
+    /// Stops delivering to a reader; the core stops reading a stream once it has no readers left.
+    pub(crate) fn remove_reader(&self, id: ReaderId) {
+        let mut streams = self.streams.borrow_mut();
+        for local in streams.iter_mut() {
+            local.readers.retain(|(rid, _)| *rid != id);
+        }
+        streams.retain(|local| {
+            let keep = !local.readers.is_empty();
+            if !keep {
+                local.shared.unsubscribe(self.core);
+            }
+            keep
+        });
+    }
+
+    /// Number of readers on this core, over all streams.
+    pub(crate) fn reader_count(&self) -> usize {
+        self.streams.borrow().iter().map(|s| s.readers.len()).sum()
+    }
+
+    /// Reads every pending stream's new packets and queues them to the local readers.
+    pub(crate) fn drain(&self) -> Drained {
+        let mut streams = self.streams.borrow_mut();
+        streams.retain(|local| {
+            if local.shared.is_closed() {
+                for (_, reader) in &local.readers {
+                    reader.outbox.close();
+                }
+                local.shared.unsubscribe(self.core);
+                return false;
+            }
+            true
+        });
+        let mut scratch = self.scratch.borrow_mut();
+        let mut arena = self.arena.borrow_mut();
+        let mut result = Drained::Done;
+        for local in streams.iter_mut() {
+            if !local.shared.take_pending(self.core) {
+                continue;
+            }
+            if scratch.len() < local.cursor.slot_len() {
+                scratch.resize(local.cursor.slot_len(), 0);
+            }
+            if drain_stream(local, &mut scratch, &mut arena) == Drained::More {
+                // Still behind: put the flag back so the next pass reads this stream again.
+                local.shared.mark_pending(self.core);
+                result = Drained::More;
+            }
+        }
+        result
+    }
+}
+
+fn drain_stream(local: &mut LocalStream, scratch: &mut [u8], arena: &mut BytesMut) -> Drained {
+    for _ in 0..DRAIN_BUDGET {
+        match local.cursor.read(scratch) {
+            ReadOutcome::Packet { len, meta, .. } => {
+                let payload = copy_into_arena(arena, &scratch[..len]);
+                for (_, reader) in &local.readers {
+                    reader.deliver(meta, &payload);
+                }
+            }
+            ReadOutcome::Overrun { lost } => {
+                for (_, reader) in &local.readers {
+                    reader.lost.set(reader.lost.get() + lost);
+                }
+            }
+            ReadOutcome::Empty => return Drained::Done,
+        }
+    }
+    Drained::More
+}
+
+/// Copies a packet into the core's arena and returns it as shared bytes. `reserve` reclaims the
+/// arena's previous allocation when no reader still holds a packet from it, so in steady state
+/// this allocates nothing.
+fn copy_into_arena(arena: &mut BytesMut, packet: &[u8]) -> Bytes {
+    if arena.capacity() < packet.len() {
+        arena.reserve(ARENA_CHUNK.max(packet.len()));
+    }
+    arena.extend_from_slice(packet);
+    arena.split().freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::stream::CoreBells;
+    use crate::runtime::doorbell;
+
+    fn stream_on_one_core(capacity: usize) -> (Arc<StreamShared>, crate::runtime::Doorbell) {
+        let (ringer, bell) = doorbell().unwrap();
+        let bells = Arc::new(CoreBells::new(vec![ringer]));
+        (Arc::new(StreamShared::new(capacity, 1500, bells).unwrap()), bell)
+    }
+
+    fn frames(outbox: &Outbox) -> Vec<Outgoing> {
+        let mut batch = Vec::new();
+        if outbox.len() > 0 {
+            futures_lite::future::block_on(outbox.next_batch(&mut batch, usize::MAX));
+        }
+        batch
+    }
+
+    #[test]
+    fn every_local_reader_gets_each_packet_on_its_own_channels() {
+        let (stream, _bell) = stream_on_one_core(64);
+        let fanout = CoreFanout::new(0);
+        let a = Rc::new(Outbox::new(16));
+        let b = Rc::new(Outbox::new(16));
+        fanout.add_reader(&stream, Rc::new(TcpReader::new(a.clone(), vec![Some(0), Some(2)])));
+        fanout.add_reader(&stream, Rc::new(TcpReader::new(b.clone(), vec![None, Some(0)])));
+        stream
+            .write(
+                PacketMeta {
+                    track: 0,
+                    is_rtcp: false,
+                },
+                b"video",
+            )
+            .unwrap();
+        stream
+            .write(
+                PacketMeta {
+                    track: 1,
+                    is_rtcp: true,
+                },
+                b"audio-rtcp",
+            )
+            .unwrap();
+        assert_eq!(fanout.drain(), Drained::Done);
+        let a_frames = frames(&a);
+        assert_eq!(
+            a_frames,
+            vec![
+                Outgoing::frame(0, Bytes::from_static(b"video")).unwrap(),
+                Outgoing::frame(3, Bytes::from_static(b"audio-rtcp")).unwrap()
+            ]
+        );
+        assert_eq!(
+            frames(&b),
+            vec![Outgoing::frame(1, Bytes::from_static(b"audio-rtcp")).unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_reader_with_a_full_queue_loses_packets_alone() {
+        let (stream, _bell) = stream_on_one_core(64);
+        let fanout = CoreFanout::new(0);
+        let slow = Rc::new(Outbox::new(2));
+        let fast = Rc::new(Outbox::new(64));
+        let slow_reader = Rc::new(TcpReader::new(slow.clone(), vec![Some(0)]));
+        let fast_reader = Rc::new(TcpReader::new(fast.clone(), vec![Some(0)]));
+        fanout.add_reader(&stream, slow_reader.clone());
+        fanout.add_reader(&stream, fast_reader.clone());
+        for i in 0..10u8 {
+            stream.write(PacketMeta::default(), &[i]).unwrap();
+        }
+        fanout.drain();
+        assert_eq!((slow.len(), slow_reader.lost()), (2, 8));
+        assert_eq!((fast.len(), fast_reader.lost()), (10, 0));
+    }
+
+    #[test]
+    fn packets_written_before_a_reader_joins_are_not_sent_to_it() {
+        let (stream, _bell) = stream_on_one_core(64);
+        stream.write(PacketMeta::default(), b"old").unwrap();
+        let fanout = CoreFanout::new(0);
+        let outbox = Rc::new(Outbox::new(8));
+        fanout.add_reader(&stream, Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)])));
+        stream.write(PacketMeta::default(), b"new").unwrap();
+        fanout.drain();
+        assert_eq!(
+            frames(&outbox),
+            vec![Outgoing::frame(0, Bytes::from_static(b"new")).unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_core_behind_the_ring_counts_the_overrun_as_loss_for_its_readers() {
+        let (stream, _bell) = stream_on_one_core(4);
+        let fanout = CoreFanout::new(0);
+        let outbox = Rc::new(Outbox::new(64));
+        let reader = Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)]));
+        fanout.add_reader(&stream, reader.clone());
+        for i in 0..10u8 {
+            stream.write(PacketMeta::default(), &[i]).unwrap();
+        }
+        fanout.drain();
+        assert_eq!(reader.lost() + outbox.len() as u64, 10);
+        assert!(reader.lost() >= 6, "lost {}", reader.lost());
+    }
+
+    #[test]
+    fn closing_the_stream_closes_its_readers_and_removing_the_last_reader_unsubscribes() {
+        let (stream, _bell) = stream_on_one_core(8);
+        let fanout = CoreFanout::new(0);
+        let outbox = Rc::new(Outbox::new(8));
+        let id = fanout.add_reader(&stream, Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)])));
+        fanout.remove_reader(id);
+        assert_eq!(fanout.reader_count(), 0);
+        fanout.add_reader(&stream, Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)])));
+        stream.close();
+        fanout.drain();
+        assert!(outbox.is_closed());
+        assert_eq!(fanout.reader_count(), 0);
+    }
+
+    #[test]
+    fn a_burst_larger_than_the_budget_is_drained_over_several_passes() {
+        let (stream, _bell) = stream_on_one_core(1024);
+        let fanout = CoreFanout::new(0);
+        let outbox = Rc::new(Outbox::new(1024));
+        fanout.add_reader(&stream, Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)])));
+        for i in 0..600u32 {
+            stream.write(PacketMeta::default(), &i.to_be_bytes()).unwrap();
+        }
+        let mut passes = 1;
+        while fanout.drain() == Drained::More {
+            passes += 1;
+        }
+        assert_eq!((outbox.len(), passes), (600, 3));
+    }
+}
