@@ -5,6 +5,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shardcast::config::{Config, EMBEDDED_DEFAULT};
+use shardcast::server::Server;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+// The relay example's handler serves until the edge configuration (paths, users) replaces it.
+#[path = "../examples/relay/handler.rs"]
+mod relay;
 
 /// shardcast: a thread-per-core RTSP media server.
 #[derive(Debug, Parser)]
@@ -37,14 +44,43 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!(
-        "shardcast: configuration OK ({source}); RTSP address {}",
-        config.server.rtsp_address
-    );
     if args.check_config {
+        println!("shardcast: configuration OK ({source})");
         return ExitCode::SUCCESS;
     }
-    // Say plainly what this build does not do yet rather than pretend to serve.
-    eprintln!("shardcast: the RTSP server is not part of this build yet (protocol core only); exiting");
-    ExitCode::from(1)
+    init_logging();
+    serve(&config)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+/// Runs the relay until SIGTERM or SIGINT, then closes the server.
+fn serve(config: &Config) -> ExitCode {
+    let server_config = config.server.to_server_config();
+    let paths = relay::Paths::default();
+    let server = match Server::start(server_config, move |context, _core| {
+        relay::Relay::new(context, paths.clone())
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shardcast: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(address = %server.local_addr(), "serving RTSP");
+    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shardcast: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+    }
+    server.close();
+    ExitCode::SUCCESS
 }

@@ -8,6 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::proto::auth::AuthMethod;
+
 /// The largest UDP payload that fits an Ethernet MTU of 1500 without IP fragmentation.
 pub const MAX_UDP_PAYLOAD: usize = 1472;
 
@@ -56,6 +58,10 @@ pub struct ServerConfig {
     pub disable_rtcp_sender_reports: bool,
     /// CPUs to run one executor on each; `None` uses every CPU this process may run on.
     pub cpus: Option<Vec<usize>>,
+    /// Authentication methods offered in 401 challenges and accepted by
+    /// [`ServerConn::verify_credentials`](super::ServerConn::verify_credentials), one challenge each.
+    /// The default is Basic and Digest MD5: ffmpeg gives up on SHA-256 challenges.
+    pub auth_methods: Vec<AuthMethod>,
 }
 
 impl ServerConfig {
@@ -76,6 +82,7 @@ impl ServerConfig {
             max_packet_size: MAX_UDP_PAYLOAD,
             disable_rtcp_sender_reports: false,
             cpus: None,
+            auth_methods: vec![AuthMethod::Basic, AuthMethod::DigestMd5],
         }
     }
 
@@ -117,6 +124,9 @@ impl ServerConfig {
         }
         if self.udp_read_buffer_size == Some(0) {
             return Err(ServerConfigError::ZeroUdpReadBuffer);
+        }
+        if self.auth_methods.is_empty() {
+            return Err(ServerConfigError::NoAuthMethods);
         }
         if let Some(cpus) = &self.cpus {
             if cpus.is_empty() {
@@ -221,6 +231,9 @@ pub enum ServerConfigError {
     /// An empty CPU set would run nothing.
     #[error("cpus is empty: give at least one CPU or leave it unset")]
     NoCpus,
+    /// With no method, no client could ever authenticate.
+    #[error("auth_methods is empty: enable at least one of basic, digest_md5, digest_sha256")]
+    NoAuthMethods,
     /// Two executors pinned to one CPU would fight over it.
     #[error("cpus lists CPU {0} twice")]
     DuplicateCpu(usize),
@@ -381,6 +394,9 @@ mod tests {
         assert_eq!(c.validate(), Err(ServerConfigError::DuplicateCpu(0)));
         c.cpus = Some(vec![]);
         assert_eq!(c.validate(), Err(ServerConfigError::NoCpus));
+        c.cpus = None;
+        c.auth_methods.clear();
+        assert_eq!(c.validate(), Err(ServerConfigError::NoAuthMethods));
     }
 
     #[test]

@@ -1,7 +1,92 @@
 //! The public server API, modelled on gortsplib's `Server`.
+//!
+//! [`Server::start`] validates a [`ServerConfig`], binds one SO_REUSEPORT listener per core and runs a
+//! pinned executor on each, with its own [`Handler`]. Readers play [`ServerStream`]s, which any core
+//! or thread can write to.
 
+mod auth;
 mod config;
+mod conn;
+mod core;
+mod handler;
+mod lifecycle;
+mod requests;
+mod rtcp;
+mod session;
+mod signal;
+mod stream;
+mod transport;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use auth::{CredentialsError, REALM};
 pub use config::{
     MulticastRange, MulticastRangeError, ServerConfig, ServerConfigError, MAX_UDP_PAYLOAD, MIN_PACKET_SIZE,
 };
+pub use conn::{CloseReason, ServerConn};
+pub use handler::{status_response, Handler, RequestContext};
+pub use lifecycle::{Server, StartError};
+pub use session::{PublishedPacket, ReaderLagged, ServerSession, SessionCloseReason};
+pub use stream::{ServerStream, StreamError, StreamStats, StreamWriteError};
+pub use transport::SetupTransport;
+
+use crate::fanout::stream::CoreBells;
+
+/// What every core and every stream of one server share; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct ServerContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    config: ServerConfig,
+    local_addr: SocketAddr,
+    bells: Arc<CoreBells>,
+}
+
+impl std::fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerContext")
+            .field("local_addr", &self.inner.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerContext {
+    pub(crate) fn new(config: ServerConfig, local_addr: SocketAddr, bells: Arc<CoreBells>) -> ServerContext {
+        ServerContext {
+            inner: Arc::new(ContextInner {
+                config,
+                local_addr,
+                bells,
+            }),
+        }
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The RTSP listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    pub(crate) fn bells(&self) -> Arc<CoreBells> {
+        self.inner.bells.clone()
+    }
+}
+
+/// `bytes` random bytes from the OS, as lower-case hex: session ids and Digest nonces, which must not
+/// be guessable by another client.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if let Err(e) = getrandom::getrandom(&mut buf) {
+        // The kernel's CSPRNG does not fail once the system is up; if it does, refuse loudly rather
+        // than hand out predictable ids.
+        panic!("the OS random number generator failed: {e}");
+    }
+    hex::encode(buf)
+}

@@ -6,6 +6,8 @@
 
 pub mod state;
 pub mod timeout;
+pub mod transport;
 
 pub use state::{SessionState, StateError};
 pub use timeout::{Liveness, TransportKind};
+pub use transport::{negotiate, Chosen, NegotiateError, TransportSupport};

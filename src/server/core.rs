@@ -1,0 +1,122 @@
+//! What one core runs: its accept loop, its fan-out task, its connections, until shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::sync::Gate;
+
+use super::conn::{serve_connection, ConnShared};
+use super::handler::Handler;
+use super::session::SessionRegistry;
+use super::ServerContext;
+use crate::fanout::core::{CoreFanout, Drained};
+use crate::runtime::{adopt_tcp_listener, AdoptedDoorbell, Doorbell};
+
+/// What the lifecycle hands each core when it starts.
+pub(crate) struct CoreStart {
+    /// This core's SO_REUSEPORT listener.
+    pub(crate) listener: OwnedFd,
+    /// Rung by streams when they have new packets for this core's readers.
+    pub(crate) fanout_bell: Doorbell,
+    /// Ends (reads end-of-stream) when the server closes.
+    pub(crate) shutdown_bell: Doorbell,
+}
+
+/// State shared by every task on one core.
+pub(crate) struct CoreState<H> {
+    pub(crate) core: usize,
+    pub(crate) context: ServerContext,
+    pub(crate) handler: H,
+    pub(crate) fanout: CoreFanout,
+    pub(crate) sessions: SessionRegistry,
+    pub(crate) conns: RefCell<HashMap<u64, Rc<ConnShared>>>,
+    next_conn_id: Cell<u64>,
+}
+
+impl<H> CoreState<H> {
+    /// A connection id unique on this server: the core index in the low bits keeps ids from
+    /// different cores apart without coordination.
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        let n = self.next_conn_id.get();
+        self.next_conn_id.set(n + 1);
+        (n << 8) | (self.core as u64 & 0xff)
+    }
+}
+
+/// Back-off after an accept error such as EMFILE, so a full fd table does not spin the core.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Runs core `core` until the server closes, then closes its connections and returns.
+pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, handler: H, start: CoreStart) {
+    let listener = adopt_tcp_listener(start.listener);
+    let state = Rc::new(CoreState {
+        core,
+        context,
+        handler,
+        fanout: CoreFanout::new(core),
+        sessions: SessionRegistry::default(),
+        conns: RefCell::new(HashMap::new()),
+        next_conn_id: Cell::new(0),
+    });
+    let fanout_task = glommio::spawn_local(run_fanout(state.clone(), start.fanout_bell.adopt()));
+    let housekeeping_task = glommio::spawn_local(housekeeping(state.clone()));
+    let connections = Gate::new();
+    let mut shutdown = start.shutdown_bell.adopt();
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    tracing::trace!(core, "accepted a connection");
+                    let state = state.clone();
+                    // A glommio task is cancelled when its handle drops: detach it, the gate tracks it.
+                    match connections.spawn(serve_connection(state, stream)) {
+                        Ok(task) => {
+                            task.detach();
+                        }
+                        Err(e) => tracing::error!(core, error = %e, "cannot spawn a connection task"),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(core, error = %e, "accept failed");
+                    glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+    };
+    futures_lite::future::or(accept, async { while shutdown.rung().await {} }).await;
+    drop(listener);
+    let open: Vec<Rc<ConnShared>> = state.conns.borrow().values().cloned().collect();
+    for conn in open {
+        conn.close();
+    }
+    if let Err(e) = connections.close().await {
+        tracing::warn!(core, error = %e, "waiting for connections to close");
+    }
+    state.sessions.close_all(&state.handler);
+    drop(fanout_task);
+    drop(housekeeping_task);
+    tracing::debug!(core, "core stopped");
+}
+
+/// Drains streams into local readers each time the core's fan-out doorbell rings.
+async fn run_fanout<H: Handler>(state: Rc<CoreState<H>>, mut bell: AdoptedDoorbell) {
+    while bell.rung().await {
+        while state.fanout.drain() == Drained::More {
+            glommio::executor().yield_now().await;
+        }
+    }
+}
+
+/// How often a core reports reader losses.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
+
+/// Periodic per-core work that must not run per packet.
+async fn housekeeping<H: Handler>(state: Rc<CoreState<H>>) {
+    loop {
+        glommio::timer::sleep(HOUSEKEEPING_PERIOD).await;
+        state.sessions.report_reader_losses(&state.handler);
+    }
+}

@@ -1,0 +1,183 @@
+//! [`Server`]: start (validate, bind, spawn one executor per core), local address, wait, close.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use super::config::{ServerConfig, ServerConfigError};
+use super::core::{run_core, CoreStart};
+use super::handler::Handler;
+use super::ServerContext;
+use crate::fanout::stream::CoreBells;
+use crate::runtime::{available_cpus, bind_tcp_reuseport, doorbell, CorePool, DoorbellRinger};
+
+/// Why a server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration breaks a rule; nothing was bound.
+    #[error("invalid server configuration: {0}")]
+    Config(#[from] ServerConfigError),
+    /// A configured CPU is not one this process may run on.
+    #[error("CPU {cpu} is not available to this process (available: {available:?})")]
+    CpuUnavailable {
+        /// The configured CPU.
+        cpu: usize,
+        /// The CPUs this process may use.
+        available: Vec<usize>,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address that could not be bound.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An executor or its doorbell could not be created.
+    #[error("cannot start the executors: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A running RTSP server: one pinned executor per core, each accepting on its own listener.
+///
+/// Dropping the server closes it.
+pub struct Server {
+    local_addr: SocketAddr,
+    context: ServerContext,
+    state: Arc<(Mutex<Lifecycle>, Condvar)>,
+}
+
+struct Lifecycle {
+    shutdown: Option<Vec<DoorbellRinger>>,
+    pool: Option<CorePool>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Validates `config`, binds every listener, and starts one executor per configured CPU, each
+    /// with its own handler made by `make_handler` (called on that executor's thread).
+    pub fn start<F, H>(config: ServerConfig, make_handler: F) -> Result<Server, StartError>
+    where
+        F: Fn(&ServerContext, usize) -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        config.validate()?;
+        let available = available_cpus();
+        let cpus = match &config.cpus {
+            Some(cpus) => {
+                if let Some(&cpu) = cpus.iter().find(|c| !available.contains(c)) {
+                    return Err(StartError::CpuUnavailable { cpu, available });
+                }
+                cpus.clone()
+            }
+            None => available,
+        };
+        let (listeners, local_addr) =
+            bind_tcp_reuseport(config.rtsp_address, cpus.len()).map_err(|source| StartError::Bind {
+                address: config.rtsp_address,
+                source,
+            })?;
+        let mut fanout_ringers = Vec::with_capacity(cpus.len());
+        let mut shutdown_ringers = Vec::with_capacity(cpus.len());
+        let mut starts = Vec::with_capacity(cpus.len());
+        for listener in listeners {
+            let (fanout_ringer, fanout_bell) = doorbell().map_err(StartError::Runtime)?;
+            let (shutdown_ringer, shutdown_bell) = doorbell().map_err(StartError::Runtime)?;
+            fanout_ringers.push(fanout_ringer);
+            shutdown_ringers.push(shutdown_ringer);
+            starts.push(Mutex::new(Some(CoreStart {
+                listener,
+                fanout_bell,
+                shutdown_bell,
+            })));
+        }
+        let context = ServerContext::new(config, local_addr, Arc::new(CoreBells::new(fanout_ringers)));
+        let starts = Arc::new(starts);
+        let make_handler = Arc::new(make_handler);
+        let pool = CorePool::spawn("shardcast", &cpus, {
+            let context = context.clone();
+            move |core| {
+                let start = starts
+                    .get(core)
+                    .and_then(|s| s.lock().unwrap_or_else(PoisonError::into_inner).take());
+                let context = context.clone();
+                let make_handler = make_handler.clone();
+                async move {
+                    match start {
+                        Some(start) => {
+                            let handler = make_handler(&context, core);
+                            run_core(core, context, handler, start).await;
+                        }
+                        None => tracing::error!(core, "executor started without its listener"),
+                    }
+                }
+            }
+        })
+        .map_err(StartError::Runtime)?;
+        tracing::info!(address = %local_addr, cores = pool.len(), "RTSP server listening");
+        Ok(Server {
+            local_addr,
+            context,
+            state: Arc::new((
+                Mutex::new(Lifecycle {
+                    shutdown: Some(shutdown_ringers),
+                    pool: Some(pool),
+                    finished: false,
+                }),
+                Condvar::new(),
+            )),
+        })
+    }
+
+    /// The address the RTSP listener is bound to (with the real port when port 0 was configured).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to create streams and read the configuration, usable from any thread.
+    pub fn context(&self) -> &ServerContext {
+        &self.context
+    }
+
+    /// Blocks until the server is closed (by [`Server::close`] from another thread).
+    pub fn wait(&self) {
+        let (lock, cvar) = &*self.state;
+        let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        while !state.finished {
+            state = cvar.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Stops accepting, closes every connection and session, and joins the executors. Idempotent.
+    pub fn close(&self) {
+        let (lock, cvar) = &*self.state;
+        let (ringers, pool) = {
+            let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            (state.shutdown.take(), state.pool.take())
+        };
+        // Dropping the ringers is the shutdown signal: each core's doorbell reads end-of-stream.
+        drop(ringers);
+        if let Some(pool) = pool {
+            if let Err(e) = pool.join() {
+                tracing::error!(error = %e, "an executor failed");
+            }
+            tracing::info!(address = %self.local_addr, "RTSP server closed");
+        }
+        let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        state.finished = true;
+        cvar.notify_all();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

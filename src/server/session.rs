@@ -1,0 +1,253 @@
+//! Server-side RTSP sessions: the public [`ServerSession`] handle and each core's registry.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::rc::{Rc, Weak};
+
+use super::conn::ConnShared;
+use super::core::CoreState;
+use super::handler::Handler;
+use super::stream::ServerStream;
+use crate::fanout::core::{ReaderId, TcpReader};
+use crate::proto::sdp::SessionDescription;
+use crate::session::{Liveness, SessionState, TransportKind};
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionCloseReason {
+    /// The client sent TEARDOWN.
+    #[error("torn down by the client")]
+    Teardown,
+    /// The TCP connection carrying the session closed.
+    #[error("its connection closed")]
+    ConnectionClosed,
+    /// No sign of life for the idle or read timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The stream it read was closed.
+    #[error("its stream was closed")]
+    StreamClosed,
+    /// The server is shutting down.
+    #[error("the server closed")]
+    ServerClosed,
+}
+
+/// A packet a publisher sent, as delivered to [`ServerSession::on_packet`].
+#[derive(Debug, Clone, Copy)]
+pub struct PublishedPacket<'a> {
+    /// Index of the media in the announced description.
+    pub track: usize,
+    /// RTCP rather than RTP.
+    pub is_rtcp: bool,
+    /// The packet, without any interleaving header.
+    pub data: &'a [u8],
+}
+
+type PacketCallback = Box<dyn FnMut(PublishedPacket<'_>)>;
+
+/// One media of a session that was set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SetupMedia {
+    pub(crate) track: usize,
+    pub(crate) rtp_channel: u8,
+}
+
+pub(crate) struct SessionShared {
+    pub(crate) id: String,
+    pub(crate) creator_ip: IpAddr,
+    pub(crate) state: Cell<SessionState>,
+    pub(crate) path: RefCell<String>,
+    pub(crate) query: RefCell<Option<String>>,
+    pub(crate) transport: Cell<Option<TransportKind>>,
+    /// The connection a TCP session is bound to.
+    pub(crate) conn: RefCell<Weak<ConnShared>>,
+    pub(crate) medias: RefCell<Vec<SetupMedia>>,
+    pub(crate) announced: RefCell<Option<SessionDescription>>,
+    pub(crate) stream: RefCell<Option<ServerStream>>,
+    pub(crate) reader: RefCell<Option<(ReaderId, Rc<TcpReader>)>>,
+    /// Reader losses already reported to the handler.
+    pub(crate) reported_lost: Cell<u64>,
+    /// Per-track sequence tracking of a publisher's RTP, for loss reports.
+    pub(crate) sequences: RefCell<Vec<crate::proto::rtp::SequenceTracker>>,
+    pub(crate) liveness: Cell<Liveness>,
+    pub(crate) on_packet: RefCell<Option<PacketCallback>>,
+}
+
+/// A session, as the handler sees it. Cheap to clone; only valid on its own core.
+#[derive(Clone)]
+pub struct ServerSession {
+    pub(crate) shared: Rc<SessionShared>,
+}
+
+impl fmt::Debug for ServerSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSession")
+            .field("id", &self.shared.id)
+            .field("state", &self.shared.state.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerSession {
+    /// The session id sent in `Session` headers.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Where the session stands.
+    pub fn state(&self) -> SessionState {
+        self.shared.state.get()
+    }
+
+    /// The path the session reads or publishes.
+    pub fn path(&self) -> String {
+        self.shared.path.borrow().clone()
+    }
+
+    /// How its media travels, once a SETUP succeeded.
+    pub fn transport(&self) -> Option<TransportKind> {
+        self.shared.transport.get()
+    }
+
+    /// The description a publisher announced.
+    pub fn announced_description(&self) -> Option<SessionDescription> {
+        self.shared.announced.borrow().clone()
+    }
+
+    /// The stream a reader was set up on.
+    pub fn stream(&self) -> Option<ServerStream> {
+        self.shared.stream.borrow().clone()
+    }
+
+    /// Sets the function that receives every packet a publisher sends (after RECORD).
+    /// The relay case is one line: `session.on_packet(move |p| { let _ = stream.write_packet(p.track, p.is_rtcp, p.data); })`.
+    pub fn on_packet(&self, callback: impl FnMut(PublishedPacket<'_>) + 'static) {
+        *self.shared.on_packet.borrow_mut() = Some(Box::new(callback));
+    }
+
+    /// Packets a reader lost so far (queue full or behind the ring).
+    pub fn packets_lost(&self) -> u64 {
+        self.shared.reader.borrow().as_ref().map_or(0, |(_, r)| r.lost())
+    }
+}
+
+/// The sessions owned by one core.
+#[derive(Default)]
+pub(crate) struct SessionRegistry {
+    sessions: RefCell<HashMap<String, Rc<SessionShared>>>,
+}
+
+impl SessionRegistry {
+    /// Creates a session in the Initial state.
+    pub(crate) fn create(&self, conn: &Rc<ConnShared>, liveness: Liveness) -> ServerSession {
+        let creator_ip = conn.remote_addr.ip();
+        let id = loop {
+            let id = super::random_hex(8);
+            if !self.sessions.borrow().contains_key(&id) {
+                break id;
+            }
+        };
+        let shared = Rc::new(SessionShared {
+            id: id.clone(),
+            creator_ip,
+            state: Cell::new(SessionState::Initial),
+            path: RefCell::new(String::new()),
+            query: RefCell::new(None),
+            transport: Cell::new(None),
+            conn: RefCell::new(Rc::downgrade(conn)),
+            medias: RefCell::new(Vec::new()),
+            announced: RefCell::new(None),
+            stream: RefCell::new(None),
+            reader: RefCell::new(None),
+            reported_lost: Cell::new(0),
+            sequences: RefCell::new(Vec::new()),
+            liveness: Cell::new(liveness),
+            on_packet: RefCell::new(None),
+        });
+        self.sessions.borrow_mut().insert(id, shared.clone());
+        ServerSession { shared }
+    }
+
+    /// Looks a session up by id.
+    pub(crate) fn get(&self, id: &str) -> Option<ServerSession> {
+        self.sessions
+            .borrow()
+            .get(id)
+            .map(|shared| ServerSession { shared: shared.clone() })
+    }
+
+    /// Ends a session: stops its reader, forgets it, tells the handler.
+    pub(crate) fn close<H: Handler>(&self, state: &CoreState<H>, session: &ServerSession, reason: SessionCloseReason) {
+        if self.sessions.borrow_mut().remove(&session.shared.id).is_none() {
+            return;
+        }
+        stop_reading(state, session);
+        session.shared.on_packet.borrow_mut().take();
+        tracing::debug!(session = %session.shared.id, %reason, "session closed");
+        state.handler.on_session_close(session, &reason);
+    }
+
+    /// Closes the sessions bound to a connection that closed. Every session is bound to its creating
+    /// connection until a UDP SETUP unbinds it: UDP sessions outlive their control connection.
+    pub(crate) fn connection_closed<H: Handler>(&self, state: &CoreState<H>, conn: &Rc<ConnShared>) {
+        let bound: Vec<ServerSession> = self
+            .sessions
+            .borrow()
+            .values()
+            .filter(|s| s.conn.borrow().upgrade().is_some_and(|c| Rc::ptr_eq(&c, conn)))
+            .map(|shared| ServerSession { shared: shared.clone() })
+            .collect();
+        for session in bound {
+            self.close(state, &session, SessionCloseReason::ConnectionClosed);
+        }
+    }
+
+    /// Reports packets each local reader lost since the last call: the stream-write-error and
+    /// packets-lost events. Called by the core's housekeeping, not per packet.
+    pub(crate) fn report_reader_losses<H: Handler>(&self, handler: &H) {
+        let sessions: Vec<ServerSession> = self
+            .sessions
+            .borrow()
+            .values()
+            .map(|shared| ServerSession { shared: shared.clone() })
+            .collect();
+        for session in sessions {
+            let lost = session.packets_lost();
+            let new = lost.saturating_sub(session.shared.reported_lost.get());
+            if new > 0 {
+                session.shared.reported_lost.set(lost);
+                tracing::debug!(session = %session.shared.id, dropped = new, "reader fell behind");
+                handler.on_packets_lost(&session, new);
+                handler.on_stream_write_error(&session, &ReaderLagged { dropped: new });
+            }
+        }
+    }
+
+    /// Closes every session (server shutdown).
+    pub(crate) fn close_all<H: Handler>(&self, handler: &H) {
+        let all: Vec<Rc<SessionShared>> = self.sessions.borrow_mut().drain().map(|(_, s)| s).collect();
+        for shared in all {
+            let session = ServerSession { shared };
+            session.shared.on_packet.borrow_mut().take();
+            handler.on_session_close(&session, &SessionCloseReason::ServerClosed);
+        }
+    }
+}
+
+/// Packets were dropped for a reader that did not keep up (its write queue was full, or its
+/// core fell behind the stream's ring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("reader fell behind: {dropped} packets dropped")]
+pub struct ReaderLagged {
+    /// Packets dropped since the previous report.
+    pub dropped: u64,
+}
+
+/// Removes a session's reader from the core's fan-out (PAUSE, TEARDOWN, close).
+pub(crate) fn stop_reading<H: Handler>(state: &CoreState<H>, session: &ServerSession) {
+    if let Some((id, _)) = session.shared.reader.borrow_mut().take() {
+        state.fanout.remove_reader(id);
+    }
+}
