@@ -34,6 +34,7 @@ impl Paths {
 pub struct Relay {
     context: ServerContext,
     paths: Paths,
+    credentials: Option<(String, String)>,
 }
 
 impl Relay {
@@ -42,6 +43,25 @@ impl Relay {
         Relay {
             context: context.clone(),
             paths,
+            credentials: None,
+        }
+    }
+
+    /// Requires every client to authenticate as `user` with `password`.
+    pub fn with_credentials(mut self, user: &str, password: &str) -> Relay {
+        self.credentials = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// `Err(401)` unless the request carries the expected credentials; the server adds the
+    /// challenges, and slows down and closes connections that sent wrong ones.
+    fn authorize(&self, ctx: &RequestContext<'_>) -> Result<(), Response> {
+        match &self.credentials {
+            Some((user, password)) => ctx
+                .conn
+                .verify_credentials(ctx.request, user, password)
+                .map_err(|_| status(StatusCode::UNAUTHORIZED)),
+            None => Ok(()),
         }
     }
 }
@@ -63,6 +83,9 @@ impl Handler for Relay {
     }
 
     async fn on_describe(&self, ctx: &RequestContext<'_>) -> (Response, Option<ServerStream>) {
+        if let Err(refused) = self.authorize(ctx) {
+            return (refused, None);
+        }
         match self.paths.get(ctx.path) {
             Some(stream) => (status(StatusCode::OK), Some(stream)),
             None => (status(StatusCode::NOT_FOUND), None),
@@ -70,6 +93,9 @@ impl Handler for Relay {
     }
 
     async fn on_announce(&self, ctx: &RequestContext<'_>, description: &SessionDescription) -> Response {
+        if let Err(refused) = self.authorize(ctx) {
+            return refused;
+        }
         let Some(session) = ctx.session else {
             return status(StatusCode::BAD_REQUEST);
         };
@@ -88,6 +114,9 @@ impl Handler for Relay {
     }
 
     async fn on_setup(&self, ctx: &RequestContext<'_>, transport: &SetupTransport) -> (Response, Option<ServerStream>) {
+        if let Err(refused) = self.authorize(ctx) {
+            return (refused, None);
+        }
         if transport.record {
             return (status(StatusCode::OK), None);
         }
