@@ -1,4 +1,4 @@
-//! `cargo run --example relay -- 127.0.0.1:8554`: publish with
+//! `cargo run --example relay -- 127.0.0.1:8554 [user:password]`: publish with
 //! `ffmpeg -re -f lavfi -i testsrc -c:v libx264 -f rtsp -rtsp_transport tcp rtsp://127.0.0.1:8554/test`,
 //! read with `ffplay -rtsp_transport tcp rtsp://127.0.0.1:8554/test`.
 
@@ -11,9 +11,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8554".to_owned());
+    let credentials = std::env::args().nth(2);
     let paths = handler::Paths::default();
     let server = Server::start(ServerConfig::new(address.parse()?), move |context, _core| {
-        handler::Relay::new(context, paths.clone())
+        let relay = handler::Relay::new(context, paths.clone());
+        match credentials.as_deref().and_then(|c| c.split_once(':')) {
+            Some((user, password)) => relay.with_credentials(user, password),
+            None => relay,
+        }
     })?;
     println!("relay listening on rtsp://{}", server.local_addr());
     server.wait();
