@@ -3,6 +3,8 @@
 //! [`Decoder`] takes bytes as they arrive (split anywhere) and yields whole [`Message`]s,
 //! enforcing the size [`Limits`] of DESIGN.md §2. Encoders append to a `BytesMut`.
 
+#[cfg(test)]
+mod client_fixtures;
 mod decode;
 mod encode;
 mod headers;
