@@ -5,6 +5,7 @@
 //! its connection's outbox. A reader whose outbox is full loses that packet alone.
 
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -64,6 +65,66 @@ impl TcpReader {
     }
 }
 
+/// A reader over unicast UDP: the (RTP, RTCP) destination of each track it set up.
+#[derive(Debug)]
+pub(crate) struct UdpReader {
+    destinations: Vec<Option<(SocketAddr, SocketAddr)>>,
+    lost: Cell<u64>,
+}
+
+impl UdpReader {
+    /// A reader receiving track `i` at `destinations[i]` (RTP, RTCP).
+    pub(crate) fn new(destinations: Vec<Option<(SocketAddr, SocketAddr)>>) -> UdpReader {
+        UdpReader {
+            destinations,
+            lost: Cell::new(0),
+        }
+    }
+
+    /// Packets this reader lost because its core fell behind the ring.
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost.get()
+    }
+}
+
+/// A local reader of a stream.
+#[derive(Debug, Clone)]
+pub(crate) enum Reader {
+    /// Interleaved frames into a connection's outbox.
+    Tcp(Rc<TcpReader>),
+    /// Datagrams from this core's UDP sockets.
+    Udp(Rc<UdpReader>),
+}
+
+impl Reader {
+    /// Packets this reader lost.
+    pub(crate) fn lost(&self) -> u64 {
+        match self {
+            Reader::Tcp(r) => r.lost(),
+            Reader::Udp(r) => r.lost(),
+        }
+    }
+
+    fn add_lost(&self, lost: u64) {
+        let counter = match self {
+            Reader::Tcp(r) => &r.lost,
+            Reader::Udp(r) => &r.lost,
+        };
+        counter.set(counter.get() + lost);
+    }
+}
+
+/// One packet to send to every UDP reader of a track on this core, sharing one buffer.
+#[derive(Debug)]
+pub(crate) struct UdpSend {
+    /// The packet.
+    pub(crate) payload: Bytes,
+    /// Whether it goes out of the RTCP socket.
+    pub(crate) is_rtcp: bool,
+    /// Where it goes.
+    pub(crate) destinations: Rc<[SocketAddr]>,
+}
+
 /// Identifies a reader added to a [`CoreFanout`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ReaderId(u64);
@@ -71,7 +132,38 @@ pub(crate) struct ReaderId(u64);
 struct LocalStream {
     shared: Arc<StreamShared>,
     cursor: RingReader,
-    readers: Vec<(ReaderId, Rc<TcpReader>)>,
+    readers: Vec<(ReaderId, Reader)>,
+    /// UDP destinations per track, [RTP, RTCP]; rebuilt when readers come and go.
+    udp_destinations: Vec<[Rc<[SocketAddr]>; 2]>,
+}
+
+impl LocalStream {
+    fn rebuild_udp_destinations(&mut self) {
+        let tracks = self
+            .readers
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Reader::Udp(u) => Some(u.destinations.len()),
+                Reader::Tcp(_) => None,
+            })
+            .max()
+            .unwrap_or(0);
+        self.udp_destinations = (0..tracks)
+            .map(|track| {
+                let pick = |rtcp: bool| -> Rc<[SocketAddr]> {
+                    self.readers
+                        .iter()
+                        .filter_map(|(_, r)| match r {
+                            Reader::Udp(u) => u.destinations.get(track).copied().flatten(),
+                            Reader::Tcp(_) => None,
+                        })
+                        .map(|(rtp, rtcp_addr)| if rtcp { rtcp_addr } else { rtp })
+                        .collect()
+                };
+                [pick(false), pick(true)]
+            })
+            .collect();
+    }
 }
 
 /// Result of one drain pass.
@@ -90,6 +182,7 @@ pub(crate) struct CoreFanout {
     next_id: Cell<u64>,
     scratch: RefCell<Vec<u8>>,
     arena: RefCell<BytesMut>,
+    udp_out: RefCell<Vec<UdpSend>>,
 }
 
 impl CoreFanout {
@@ -101,24 +194,42 @@ impl CoreFanout {
             next_id: Cell::new(0),
             scratch: RefCell::new(Vec::new()),
             arena: RefCell::new(BytesMut::new()),
+            udp_out: RefCell::new(Vec::new()),
         }
     }
 
-    /// Starts delivering `stream`'s packets written from now on to `reader`.
+    /// Starts delivering `stream`'s packets written from now on to a TCP `reader`.
     pub(crate) fn add_reader(&self, stream: &Arc<StreamShared>, reader: Rc<TcpReader>) -> ReaderId {
+        self.add(stream, Reader::Tcp(reader))
+    }
+
+    /// Starts delivering `stream`'s packets written from now on to a UDP `reader`.
+    pub(crate) fn add_udp_reader(&self, stream: &Arc<StreamShared>, reader: Rc<UdpReader>) -> ReaderId {
+        self.add(stream, Reader::Udp(reader))
+    }
+
+    fn add(&self, stream: &Arc<StreamShared>, reader: Reader) -> ReaderId {
         let id = ReaderId(self.next_id.get());
         self.next_id.set(id.0 + 1);
         let mut streams = self.streams.borrow_mut();
-        match streams.iter_mut().find(|s| Arc::ptr_eq(&s.shared, stream)) {
-            Some(local) => local.readers.push((id, reader)),
+        let index = match streams.iter().position(|s| Arc::ptr_eq(&s.shared, stream)) {
+            Some(i) => i,
             None => {
                 let cursor = stream.subscribe(self.core);
                 streams.push(LocalStream {
                     shared: stream.clone(),
                     cursor,
-                    readers: vec![(id, reader)],
+                    readers: Vec::new(),
+                    udp_destinations: Vec::new(),
                 });
+                streams.len() - 1
             }
+        };
+        let local = &mut streams[index];
+        let is_udp = matches!(reader, Reader::Udp(_));
+        local.readers.push((id, reader));
+        if is_udp {
+            local.rebuild_udp_destinations();
         }
         id
     }
@@ -127,7 +238,11 @@ impl CoreFanout {
     pub(crate) fn remove_reader(&self, id: ReaderId) {
         let mut streams = self.streams.borrow_mut();
         for local in streams.iter_mut() {
+            let before = local.readers.len();
             local.readers.retain(|(rid, _)| *rid != id);
+            if local.readers.len() != before {
+                local.rebuild_udp_destinations();
+            }
         }
         streams.retain(|local| {
             let keep = !local.readers.is_empty();
@@ -149,7 +264,9 @@ impl CoreFanout {
         streams.retain(|local| {
             if local.shared.is_closed() {
                 for (_, reader) in &local.readers {
-                    reader.outbox.close();
+                    if let Reader::Tcp(tcp) = reader {
+                        tcp.outbox.close();
+                    }
                 }
                 local.shared.unsubscribe(self.core);
                 return false;
@@ -158,6 +275,7 @@ impl CoreFanout {
         });
         let mut scratch = self.scratch.borrow_mut();
         let mut arena = self.arena.borrow_mut();
+        let mut udp_out = self.udp_out.borrow_mut();
         let mut result = Drained::Done;
         for local in streams.iter_mut() {
             if !local.shared.take_pending(self.core) {
@@ -166,7 +284,7 @@ impl CoreFanout {
             if scratch.len() < local.cursor.slot_len() {
                 scratch.resize(local.cursor.slot_len(), 0);
             }
-            if drain_stream(local, &mut scratch, &mut arena) == Drained::More {
+            if drain_stream(local, &mut scratch, &mut arena, &mut udp_out) == Drained::More {
                 // Still behind: put the flag back so the next pass reads this stream again.
                 local.shared.mark_pending(self.core);
                 result = Drained::More;
@@ -174,20 +292,43 @@ impl CoreFanout {
         }
         result
     }
+
+    /// Moves the UDP sends the last drains queued into `out` (which should be empty; its
+    /// allocation is swapped in, so steady state allocates nothing).
+    pub(crate) fn take_udp_sends(&self, out: &mut Vec<UdpSend>) {
+        std::mem::swap(&mut *self.udp_out.borrow_mut(), out);
+    }
 }
 
-fn drain_stream(local: &mut LocalStream, scratch: &mut [u8], arena: &mut BytesMut) -> Drained {
+fn drain_stream(
+    local: &mut LocalStream,
+    scratch: &mut [u8],
+    arena: &mut BytesMut,
+    udp_out: &mut Vec<UdpSend>,
+) -> Drained {
     for _ in 0..DRAIN_BUDGET {
         match local.cursor.read(scratch) {
             ReadOutcome::Packet { len, meta, .. } => {
                 let payload = copy_into_arena(arena, &scratch[..len]);
                 for (_, reader) in &local.readers {
-                    reader.deliver(meta, &payload);
+                    if let Reader::Tcp(tcp) = reader {
+                        tcp.deliver(meta, &payload);
+                    }
+                }
+                if let Some(destinations) = local.udp_destinations.get(usize::from(meta.track)) {
+                    let destinations = &destinations[usize::from(meta.is_rtcp)];
+                    if !destinations.is_empty() {
+                        udp_out.push(UdpSend {
+                            payload,
+                            is_rtcp: meta.is_rtcp,
+                            destinations: destinations.clone(),
+                        });
+                    }
                 }
             }
             ReadOutcome::Overrun { lost } => {
                 for (_, reader) in &local.readers {
-                    reader.lost.set(reader.lost.get() + lost);
+                    reader.add_lost(lost);
                 }
             }
             ReadOutcome::Empty => return Drained::Done,
@@ -225,6 +366,48 @@ mod tests {
             futures_lite::future::block_on(outbox.next_batch(&mut batch, usize::MAX));
         }
         batch
+    }
+
+    #[test]
+    fn udp_readers_of_a_track_share_one_send_per_packet_and_leave_when_removed() {
+        let (stream, _bell) = stream_on_one_core(64);
+        let fanout = CoreFanout::new(0);
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let first = fanout.add_udp_reader(
+            &stream,
+            Rc::new(UdpReader::new(vec![Some((addr(5000), addr(5001))), None])),
+        );
+        fanout.add_udp_reader(
+            &stream,
+            Rc::new(UdpReader::new(vec![
+                Some((addr(6000), addr(6001))),
+                Some((addr(6002), addr(6003))),
+            ])),
+        );
+        let video = PacketMeta {
+            track: 0,
+            is_rtcp: false,
+        };
+        let audio_rtcp = PacketMeta {
+            track: 1,
+            is_rtcp: true,
+        };
+        stream.write(video, b"video").unwrap();
+        stream.write(audio_rtcp, b"sr").unwrap();
+        assert_eq!(fanout.drain(), Drained::Done);
+        let mut sends = Vec::new();
+        fanout.take_udp_sends(&mut sends);
+        assert_eq!(sends.len(), 2);
+        assert_eq!((&sends[0].payload[..], sends[0].is_rtcp), (&b"video"[..], false));
+        assert_eq!(&sends[0].destinations[..], &[addr(5000), addr(6000)]);
+        assert_eq!((&sends[1].payload[..], sends[1].is_rtcp), (&b"sr"[..], true));
+        assert_eq!(&sends[1].destinations[..], &[addr(6003)]);
+        sends.clear();
+        fanout.remove_reader(first);
+        stream.write(video, b"again").unwrap();
+        fanout.drain();
+        fanout.take_udp_sends(&mut sends);
+        assert_eq!(&sends[0].destinations[..], &[addr(6000)]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ impl CoreBells {
         self.ringers.len()
     }
 
-    fn ring(&self, core: usize) {
+    pub(crate) fn ring(&self, core: usize) {
         if let Some(ringer) = self.ringers.get(core) {
             ringer.ring();
         }

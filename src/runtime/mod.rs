@@ -7,7 +7,15 @@ pub(crate) mod doorbell;
 pub(crate) mod listen;
 pub(crate) mod pool;
 pub(crate) mod tcp;
+// used by the UDP data plane from the next commit
+#[allow(dead_code)]
+pub(crate) mod udp;
 
 pub(crate) use doorbell::{doorbell, AdoptedDoorbell, Doorbell, DoorbellRinger};
 pub(crate) use listen::{adopt_tcp_listener, bind_tcp_reuseport};
 pub(crate) use pool::{available_cpus, CorePool};
+#[allow(unused_imports)] // used by the UDP data plane from the next commit
+pub(crate) use udp::{
+    adopt_udp, bind_udp_reuseport, join_multicast_v4, set_multicast_loop_v4, set_multicast_ttl_v4, RecvBatch,
+    UdpSocket, MAX_BATCH,
+};

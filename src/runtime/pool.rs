@@ -40,14 +40,41 @@ impl CorePool {
         Fut: Future<Output = ()> + 'static,
     {
         let mut handles = Vec::with_capacity(cpus.len());
+        let mut ready = Vec::with_capacity(cpus.len());
         for (index, &cpu) in cpus.iter().enumerate() {
             let per_core = per_core.clone();
+            // The executor says it runs by sending on its own channel; if it fails to start (no
+            // io_uring, memlock too small) its thread ends and drops the sender instead.
+            let (started, is_started) = std::sync::mpsc::channel::<()>();
             let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                 .name(&format!("{name}-{index}"))
                 .io_memory(IO_MEMORY)
-                .spawn(move || per_core(index))
+                .spawn(move || {
+                    let _ = started.send(());
+                    per_core(index)
+                })
                 .map_err(|e| io::Error::other(format!("cannot start executor {index} on CPU {cpu}: {e}")))?;
             handles.push(handle);
+            ready.push((index, cpu, is_started));
+        }
+        let mut failed = None;
+        for (index, cpu, is_started) in ready {
+            if is_started.recv().is_err() {
+                failed.get_or_insert((index, cpu));
+            }
+        }
+        if let Some((index, cpu)) = failed {
+            let mut reason = String::from("it stopped before running");
+            // Only the failed executor has ended; the others end when the caller drops their
+            // shutdown doorbells, so joining them here would wait forever.
+            if let Some(handle) = handles.into_iter().nth(index) {
+                if let Err(e) = handle.join() {
+                    reason = e.to_string();
+                }
+            }
+            return Err(io::Error::other(format!(
+                "executor {index} on CPU {cpu} did not start: {reason} (check `ulimit -l`: each executor locks about 1.5 MiB for io_uring)"
+            )));
         }
         Ok(CorePool { handles })
     }

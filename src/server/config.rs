@@ -168,6 +168,10 @@ fn check_port_pair(
     rtcp_key: &'static str,
     rtcp: u16,
 ) -> Result<(), ServerConfigError> {
+    if rtp == 0 && rtcp == 0 {
+        // Both 0: the server picks a free even/odd pair (tests, ephemeral servers).
+        return Ok(());
+    }
     if rtp % 2 != 0 {
         return Err(ServerConfigError::OddRtpPort {
             key: rtp_key,

@@ -11,9 +11,10 @@ use glommio::sync::Gate;
 use super::conn::{serve_connection, ConnShared};
 use super::handler::Handler;
 use super::session::SessionRegistry;
+use super::udp::{run_ingest, run_receive, send_fanout, CoreUdp};
 use super::ServerContext;
 use crate::fanout::core::{CoreFanout, Drained};
-use crate::runtime::{adopt_tcp_listener, AdoptedDoorbell, Doorbell};
+use crate::runtime::{adopt_tcp_listener, adopt_udp, AdoptedDoorbell, Doorbell};
 
 /// What the lifecycle hands each core when it starts.
 pub(crate) struct CoreStart {
@@ -23,6 +24,15 @@ pub(crate) struct CoreStart {
     pub(crate) fanout_bell: Doorbell,
     /// Ends (reads end-of-stream) when the server closes.
     pub(crate) shutdown_bell: Doorbell,
+    /// This core's UDP sockets, when UDP transport is enabled.
+    pub(crate) udp: Option<CoreUdpStart>,
+}
+
+/// A core's UDP sockets and the doorbell other cores ring when they route datagrams to it.
+pub(crate) struct CoreUdpStart {
+    pub(crate) rtp: OwnedFd,
+    pub(crate) rtcp: OwnedFd,
+    pub(crate) ingest_bell: Doorbell,
 }
 
 /// State shared by every task on one core.
@@ -33,6 +43,7 @@ pub(crate) struct CoreState<H> {
     pub(crate) fanout: CoreFanout,
     pub(crate) sessions: SessionRegistry,
     pub(crate) conns: RefCell<HashMap<u64, Rc<ConnShared>>>,
+    pub(crate) udp: Option<CoreUdp>,
     next_conn_id: Cell<u64>,
 }
 
@@ -52,6 +63,18 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// Runs core `core` until the server closes, then closes its connections and returns.
 pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, handler: H, start: CoreStart) {
     let listener = adopt_tcp_listener(start.listener);
+    let (udp, ingest_bell) = match (start.udp, context.udp()) {
+        (Some(u), Some(shared)) => {
+            let udp = CoreUdp {
+                shared: shared.clone(),
+                rtp: adopt_udp(u.rtp),
+                rtcp: adopt_udp(u.rtcp),
+                clients: RefCell::new(HashMap::new()),
+            };
+            (Some(udp), Some(u.ingest_bell))
+        }
+        _ => (None, None),
+    };
     let state = Rc::new(CoreState {
         core,
         context,
@@ -59,8 +82,17 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
         fanout: CoreFanout::new(core),
         sessions: SessionRegistry::default(),
         conns: RefCell::new(HashMap::new()),
+        udp,
         next_conn_id: Cell::new(0),
     });
+    let udp_tasks = match ingest_bell {
+        Some(bell) => vec![
+            glommio::spawn_local(run_receive(state.clone(), false)),
+            glommio::spawn_local(run_receive(state.clone(), true)),
+            glommio::spawn_local(run_ingest(state.clone(), bell.adopt())),
+        ],
+        None => Vec::new(),
+    };
     let fanout_task = glommio::spawn_local(run_fanout(state.clone(), start.fanout_bell.adopt()));
     let housekeeping_task = glommio::spawn_local(housekeeping(state.clone()));
     let connections = Gate::new();
@@ -98,13 +130,24 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
     state.sessions.close_all(&state.handler);
     drop(fanout_task);
     drop(housekeeping_task);
+    drop(udp_tasks);
     tracing::debug!(core, "core stopped");
 }
 
 /// Drains streams into local readers each time the core's fan-out doorbell rings.
 async fn run_fanout<H: Handler>(state: Rc<CoreState<H>>, mut bell: AdoptedDoorbell) {
+    let mut udp_sends = Vec::new();
     while bell.rung().await {
-        while state.fanout.drain() == Drained::More {
+        loop {
+            let drained = state.fanout.drain();
+            state.fanout.take_udp_sends(&mut udp_sends);
+            if let Some(udp) = state.udp.as_ref() {
+                send_fanout(udp, &mut udp_sends).await;
+            }
+            udp_sends.clear();
+            if drained == Drained::Done {
+                break;
+            }
             glommio::executor().yield_now().await;
         }
     }
@@ -118,5 +161,6 @@ async fn housekeeping<H: Handler>(state: Rc<CoreState<H>>) {
     loop {
         glommio::timer::sleep(HOUSEKEEPING_PERIOD).await;
         state.sessions.report_reader_losses(&state.handler);
+        state.sessions.close_expired(&state, std::time::Instant::now());
     }
 }

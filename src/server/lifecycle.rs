@@ -1,14 +1,52 @@
 //! [`Server`]: start (validate, bind, spawn one executor per core), local address, wait, close.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use super::config::{ServerConfig, ServerConfigError};
-use super::core::{run_core, CoreStart};
+use super::core::{run_core, CoreStart, CoreUdpStart};
 use super::handler::Handler;
+use super::udp::UdpShared;
 use super::ServerContext;
 use crate::fanout::stream::CoreBells;
-use crate::runtime::{available_cpus, bind_tcp_reuseport, doorbell, CorePool, DoorbellRinger};
+use crate::runtime::{available_cpus, bind_tcp_reuseport, bind_udp_reuseport, doorbell, CorePool, DoorbellRinger};
+
+/// Send buffer of each UDP socket: room for a burst of fan-out to many readers.
+const UDP_SEND_BUFFER: usize = 4 << 20;
+
+/// Per-core UDP sockets, as bound: RTP fds, RTCP fds, and the (RTP, RTCP) ports.
+type BoundUdp = (Vec<OwnedFd>, Vec<OwnedFd>, (u16, u16));
+
+/// Binds `count` RTP and RTCP sockets on the configured addresses; with both ports 0, picks a free
+/// even/odd pair.
+fn bind_udp(config: &ServerConfig, rtp: SocketAddr, rtcp: SocketAddr, count: usize) -> Result<BoundUdp, StartError> {
+    let bind = |addr: SocketAddr| {
+        bind_udp_reuseport(addr, count, config.udp_read_buffer_size, Some(UDP_SEND_BUFFER))
+            .map_err(|source| StartError::Bind { address: addr, source })
+    };
+    if rtp.port() != 0 {
+        let (rtp_fds, rtp_addr) = bind(rtp)?;
+        let (rtcp_fds, rtcp_addr) = bind(rtcp)?;
+        return Ok((rtp_fds, rtcp_fds, (rtp_addr.port(), rtcp_addr.port())));
+    }
+    for _ in 0..64 {
+        let (rtp_fds, rtp_addr) = bind(rtp)?;
+        let port = rtp_addr.port();
+        if port % 2 != 0 || port == u16::MAX {
+            continue;
+        }
+        let mut rtcp_at = rtcp;
+        rtcp_at.set_port(port + 1);
+        if let Ok((rtcp_fds, _)) = bind(rtcp_at) {
+            return Ok((rtp_fds, rtcp_fds, (port, port + 1)));
+        }
+    }
+    Err(StartError::Bind {
+        address: rtp,
+        source: std::io::Error::other("no free even/odd UDP port pair found"),
+    })
+}
 
 /// Why a server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -84,21 +122,42 @@ impl Server {
                 address: config.rtsp_address,
                 source,
             })?;
+        let mut udp_fds = match (config.rtp_address, config.rtcp_address) {
+            (Some(rtp), Some(rtcp)) => {
+                let (rtp_fds, rtcp_fds, ports) = bind_udp(&config, rtp, rtcp, cpus.len())?;
+                Some((rtp_fds.into_iter(), rtcp_fds.into_iter(), ports))
+            }
+            _ => None,
+        };
         let mut fanout_ringers = Vec::with_capacity(cpus.len());
         let mut shutdown_ringers = Vec::with_capacity(cpus.len());
+        let mut ingest_ringers = Vec::with_capacity(cpus.len());
         let mut starts = Vec::with_capacity(cpus.len());
         for listener in listeners {
             let (fanout_ringer, fanout_bell) = doorbell().map_err(StartError::Runtime)?;
             let (shutdown_ringer, shutdown_bell) = doorbell().map_err(StartError::Runtime)?;
             fanout_ringers.push(fanout_ringer);
             shutdown_ringers.push(shutdown_ringer);
+            let udp = match udp_fds.as_mut() {
+                Some((rtp, rtcp, _)) => {
+                    let (ingest_ringer, ingest_bell) = doorbell().map_err(StartError::Runtime)?;
+                    ingest_ringers.push(ingest_ringer);
+                    match (rtp.next(), rtcp.next()) {
+                        (Some(rtp), Some(rtcp)) => Some(CoreUdpStart { rtp, rtcp, ingest_bell }),
+                        _ => None,
+                    }
+                }
+                None => None,
+            };
             starts.push(Mutex::new(Some(CoreStart {
                 listener,
                 fanout_bell,
                 shutdown_bell,
+                udp,
             })));
         }
-        let context = ServerContext::new(config, local_addr, Arc::new(CoreBells::new(fanout_ringers)));
+        let udp_shared = udp_fds.map(|(_, _, ports)| Arc::new(UdpShared::new(ports, CoreBells::new(ingest_ringers))));
+        let context = ServerContext::new(config, local_addr, Arc::new(CoreBells::new(fanout_ringers)), udp_shared);
         let starts = Arc::new(starts);
         let make_handler = Arc::new(make_handler);
         let pool = CorePool::spawn("shardcast", &cpus, {
@@ -144,6 +203,17 @@ impl Server {
     /// A handle to create streams and read the configuration, usable from any thread.
     pub fn context(&self) -> &ServerContext {
         &self.context
+    }
+
+    /// Starts a server and blocks until it is closed (from a handler, or by a signal the
+    /// application handles by calling [`Server::close`] on a clone of its context's owner).
+    pub fn start_and_wait<F, H>(config: ServerConfig, make_handler: F) -> Result<(), StartError>
+    where
+        F: Fn(&ServerContext, usize) -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        Server::start(config, make_handler)?.wait();
+        Ok(())
     }
 
     /// Blocks until the server is closed (by [`Server::close`] from another thread).

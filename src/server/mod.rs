@@ -16,6 +16,7 @@ mod session;
 mod signal;
 mod stream;
 mod transport;
+mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use lifecycle::{Server, StartError};
 pub use session::{PublishedPacket, ReaderLagged, ServerSession, SessionCloseReason};
 pub use stream::{ServerStream, StreamError, StreamStats, StreamWriteError};
 pub use transport::SetupTransport;
+pub use udp::OversizedDatagram;
 
 use crate::fanout::stream::CoreBells;
 
@@ -43,6 +45,7 @@ struct ContextInner {
     config: ServerConfig,
     local_addr: SocketAddr,
     bells: Arc<CoreBells>,
+    udp: Option<Arc<udp::UdpShared>>,
 }
 
 impl std::fmt::Debug for ServerContext {
@@ -54,14 +57,34 @@ impl std::fmt::Debug for ServerContext {
 }
 
 impl ServerContext {
-    pub(crate) fn new(config: ServerConfig, local_addr: SocketAddr, bells: Arc<CoreBells>) -> ServerContext {
+    pub(crate) fn new(
+        config: ServerConfig,
+        local_addr: SocketAddr,
+        bells: Arc<CoreBells>,
+        udp: Option<Arc<udp::UdpShared>>,
+    ) -> ServerContext {
         ServerContext {
             inner: Arc::new(ContextInner {
                 config,
                 local_addr,
                 bells,
+                udp,
             }),
         }
+    }
+
+    /// The server's UDP (RTP, RTCP) ports, when UDP transport is enabled.
+    pub fn udp_server_ports(&self) -> Option<(u16, u16)> {
+        self.inner.udp.as_ref().map(|u| u.server_ports)
+    }
+
+    /// UDP datagrams from publishers dropped because the core owning their session fell behind.
+    pub fn udp_ingress_dropped(&self) -> u64 {
+        self.inner.udp.as_ref().map_or(0, |u| u.dropped())
+    }
+
+    pub(crate) fn udp(&self) -> Option<&Arc<udp::UdpShared>> {
+        self.inner.udp.as_ref()
     }
 
     /// The server's configuration.

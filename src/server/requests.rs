@@ -11,9 +11,12 @@ use super::handler::{Handler, RequestContext};
 use super::session::{stop_reading, ServerSession, SessionCloseReason, SetupMedia};
 use super::stream::ServerStream;
 use super::transport::SetupTransport;
-use crate::fanout::core::TcpReader;
+use std::net::SocketAddr;
+
+use super::udp::UdpClient;
+use crate::fanout::core::{Reader, TcpReader, UdpReader};
 use crate::proto::headers::{
-    CSeq, ContentType, Public, RtpInfo, RtpInfoEntry, SessionHeader, Transport, Transports, TypedHeader,
+    CSeq, ContentType, Delivery, Public, RtpInfo, RtpInfoEntry, SessionHeader, Transport, Transports, TypedHeader,
 };
 use crate::proto::rtp::SeqEvent;
 use crate::proto::rtsp::{InterleavedFrame, Request, Response, StatusCode};
@@ -340,9 +343,8 @@ async fn setup_in_session<H: Handler>(
     };
     let recording = session.state() == SessionState::PreRecord;
     let config = state.context.config();
-    // The UDP data plane is not part of this build: only TCP is offered (unsupported offers get 461).
     let support = TransportSupport {
-        udp: false,
+        udp: state.udp.is_some(),
         multicast: false,
     };
     let used_channels: Vec<u8> = session
@@ -350,6 +352,7 @@ async fn setup_in_session<H: Handler>(
         .medias
         .borrow()
         .iter()
+        .filter(|m| m.client_ports.is_none())
         .flat_map(|m| [m.rtp_channel, m.rtp_channel.wrapping_add(1)])
         .collect();
     let (chosen, offer) = match negotiate(offers, support, recording, |c| used_channels.contains(&c)) {
@@ -360,13 +363,21 @@ async fn setup_in_session<H: Handler>(
             return Reply::status(StatusCode::BAD_REQUEST);
         }
     };
-    let Chosen::Tcp { rtp_channel } = chosen else {
-        return Reply::status(StatusCode::UNSUPPORTED_TRANSPORT);
+    let (kind, rtp_channel, client_ports) = match chosen {
+        Chosen::Tcp { rtp_channel } => (TransportKind::Tcp, rtp_channel, None),
+        Chosen::Udp { client_ports } => (TransportKind::Udp, 0, Some(client_ports)),
+        Chosen::Multicast => return Reply::status(StatusCode::UNSUPPORTED_TRANSPORT),
     };
+    if session.transport().is_some_and(|current| current != kind) {
+        // One transport per session: medias cannot mix TCP and UDP.
+        return Reply::status(StatusCode::BAD_REQUEST);
+    }
     // A TCP session is bound to this connection, and a connection carries one streaming session.
-    if let Some(other) = conn.shared.tcp_session.borrow().as_deref() {
-        if other != session.id() {
-            return Reply::status(StatusCode::BAD_REQUEST);
+    if kind == TransportKind::Tcp {
+        if let Some(other) = conn.shared.tcp_session.borrow().as_deref() {
+            if other != session.id() {
+                return Reply::status(StatusCode::BAD_REQUEST);
+            }
         }
     }
     if !recording && !session.path().is_empty() && session.path() != parts.path {
@@ -388,11 +399,19 @@ async fn setup_in_session<H: Handler>(
     if session.shared.medias.borrow().iter().any(|m| m.track == track) {
         return Reply::status(StatusCode::BAD_REQUEST);
     }
+    if let Some(ports) = client_ports {
+        if !recording && udp_destination_taken(state, conn, session, ports) {
+            // Two readers on the same IP and ports would receive each other's packets.
+            return Reply::status(StatusCode::BAD_REQUEST);
+        }
+    }
     let transport = SetupTransport {
-        kind: TransportKind::Tcp,
+        kind,
         track,
-        interleaved: Some((rtp_channel, rtp_channel.wrapping_add(1))),
-        client_ports: None,
+        interleaved: client_ports
+            .is_none()
+            .then_some((rtp_channel, rtp_channel.wrapping_add(1))),
+        client_ports,
         record: recording,
     };
     let ctx = RequestContext {
@@ -423,22 +442,49 @@ async fn setup_in_session<H: Handler>(
         *session.shared.path.borrow_mut() = parts.path.clone();
         *session.shared.query.borrow_mut() = parts.query.clone();
     }
-    session
-        .shared
-        .medias
-        .borrow_mut()
-        .push(SetupMedia { track, rtp_channel });
-    session.shared.transport.set(Some(TransportKind::Tcp));
+    session.shared.medias.borrow_mut().push(SetupMedia {
+        track,
+        rtp_channel,
+        client_ports,
+    });
+    session.shared.transport.set(Some(kind));
     session.shared.state.set(next_state);
-    *conn.shared.tcp_session.borrow_mut() = Some(session.id().to_owned());
     let mut answer = offer.clone();
-    answer.interleaved = Some((rtp_channel, rtp_channel.wrapping_add(1)));
-    answer.client_port = None;
-    answer.server_port = None;
+    match client_ports {
+        None => {
+            *conn.shared.tcp_session.borrow_mut() = Some(session.id().to_owned());
+            answer.interleaved = Some((rtp_channel, rtp_channel.wrapping_add(1)));
+            answer.client_port = None;
+            answer.server_port = None;
+        }
+        Some(ports) => {
+            // A UDP session outlives its control connection (DESIGN.md §2): unbind it.
+            *session.shared.conn.borrow_mut() = std::rc::Weak::new();
+            answer.delivery = Some(Delivery::Unicast);
+            answer.interleaved = None;
+            answer.client_port = Some(ports);
+            answer.server_port = state.context.udp_server_ports();
+        }
+    }
     response.headers.set(Transport::NAME, &answer.encode());
     set_session_header(state, &mut response, session);
     let _ = config;
     Reply::new(response)
+}
+
+/// Whether another reader session, on any core, already receives at `ports` of this client's IP;
+/// if not, the destination is now this session's.
+fn udp_destination_taken<H>(
+    state: &CoreState<H>,
+    conn: &ServerConn,
+    session: &ServerSession,
+    ports: (u16, u16),
+) -> bool {
+    let destination = SocketAddr::new(conn.remote_addr().ip(), ports.0);
+    state
+        .udp
+        .as_ref()
+        .is_some_and(|udp| !udp.shared.claim_destination(destination, session.id()))
 }
 
 /// The track a reader's SETUP URL names: `trackID=N` (our DESCRIBE's controls), or track 0 when the
@@ -522,10 +568,32 @@ async fn play<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request: 
     }
 }
 
-/// Adds a playing TCP session to this core's fan-out: frames start after the PLAY response.
+/// Adds a playing session to this core's fan-out: for TCP, frames start after the PLAY response.
 fn start_reading<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, session: &ServerSession) {
     let Some(stream) = session.stream() else { return };
     let medias = session.shared.medias.borrow();
+    if session.transport() == Some(TransportKind::Udp) {
+        let ip = session.shared.creator_ip;
+        let mut destinations = vec![None; stream.track_count()];
+        for media in medias.iter() {
+            if let (Some(slot), Some((rtp, rtcp))) = (destinations.get_mut(media.track), media.client_ports) {
+                *slot = Some((SocketAddr::new(ip, rtp), SocketAddr::new(ip, rtcp)));
+                if let Some(udp) = state.udp.as_ref() {
+                    // The reader's receiver reports keep its session alive.
+                    let client = UdpClient {
+                        session: session.id().to_owned(),
+                        track: media.track,
+                        is_rtcp: true,
+                    };
+                    udp.register(state.core, SocketAddr::new(ip, rtcp), client);
+                }
+            }
+        }
+        let reader = Rc::new(UdpReader::new(destinations));
+        let id = state.fanout.add_udp_reader(stream.shared(), reader.clone());
+        *session.shared.reader.borrow_mut() = Some((id, Reader::Udp(reader)));
+        return;
+    }
     let mut channels = vec![None; stream.track_count()];
     for media in medias.iter() {
         if let Some(slot) = channels.get_mut(media.track) {
@@ -534,7 +602,42 @@ fn start_reading<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, sessio
     }
     let reader = Rc::new(TcpReader::new(conn.shared.outbox.clone(), channels));
     let id = state.fanout.add_reader(stream.shared(), reader.clone());
-    *session.shared.reader.borrow_mut() = Some((id, reader));
+    *session.shared.reader.borrow_mut() = Some((id, Reader::Tcp(reader)));
+}
+
+/// Routes a UDP publisher's datagrams to this core and opens NAT bindings towards it with one
+/// RTP and one RTCP packet per media, as gortsplib does.
+async fn start_udp_ingest<H: Handler>(state: &Rc<CoreState<H>>, session: &ServerSession) {
+    let Some(udp) = state.udp.as_ref() else { return };
+    let ip = session.shared.creator_ip;
+    let medias = session.shared.medias.borrow().clone();
+    let mut punches: Vec<(SocketAddr, bool)> = Vec::new();
+    for media in &medias {
+        let Some((rtp, rtcp)) = media.client_ports else {
+            continue;
+        };
+        for (port, is_rtcp) in [(rtp, false), (rtcp, true)] {
+            let addr = SocketAddr::new(ip, port);
+            let client = UdpClient {
+                session: session.id().to_owned(),
+                track: media.track,
+                is_rtcp,
+            };
+            udp.register(state.core, addr, client);
+            punches.push((addr, is_rtcp));
+        }
+    }
+    let rtp_punch = [0x80u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let rtcp_punch = [0x80u8, 201, 0, 1, 0, 0, 0, 0];
+    for (addr, is_rtcp) in punches {
+        let (socket, packet) = if is_rtcp {
+            (&udp.rtcp, &rtcp_punch[..])
+        } else {
+            (&udp.rtp, &rtp_punch[..])
+        };
+        let mut ignore = |_: usize, _: std::io::Error| {};
+        let _ = socket.send_to_many(packet, &[addr], &mut ignore).await;
+    }
 }
 
 async fn record<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request: &Request) -> Reply {
@@ -562,6 +665,9 @@ async fn record<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request
     };
     let mut response = state.handler.on_record(&ctx).await;
     if response.status == StatusCode::OK {
+        if session.transport() == Some(TransportKind::Udp) {
+            start_udp_ingest(state, &session).await;
+        }
         session.shared.state.set(next);
         let config = state.context.config();
         let mut liveness = session.shared.liveness.get();

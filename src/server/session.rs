@@ -10,7 +10,7 @@ use super::conn::ConnShared;
 use super::core::CoreState;
 use super::handler::Handler;
 use super::stream::ServerStream;
-use crate::fanout::core::{ReaderId, TcpReader};
+use crate::fanout::core::{Reader, ReaderId};
 use crate::proto::sdp::SessionDescription;
 use crate::session::{Liveness, SessionState, TransportKind};
 
@@ -51,7 +51,10 @@ type PacketCallback = Box<dyn FnMut(PublishedPacket<'_>)>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SetupMedia {
     pub(crate) track: usize,
+    /// Interleaved RTP channel (TCP sessions).
     pub(crate) rtp_channel: u8,
+    /// The client's (RTP, RTCP) ports (UDP sessions).
+    pub(crate) client_ports: Option<(u16, u16)>,
 }
 
 pub(crate) struct SessionShared {
@@ -66,7 +69,7 @@ pub(crate) struct SessionShared {
     pub(crate) medias: RefCell<Vec<SetupMedia>>,
     pub(crate) announced: RefCell<Option<SessionDescription>>,
     pub(crate) stream: RefCell<Option<ServerStream>>,
-    pub(crate) reader: RefCell<Option<(ReaderId, Rc<TcpReader>)>>,
+    pub(crate) reader: RefCell<Option<(ReaderId, Reader)>>,
     /// Reader losses already reported to the handler.
     pub(crate) reported_lost: Cell<u64>,
     /// Per-track sequence tracking of a publisher's RTP, for loss reports.
@@ -184,6 +187,9 @@ impl SessionRegistry {
             return;
         }
         stop_reading(state, session);
+        if let Some(udp) = state.udp.as_ref() {
+            udp.forget_session(&session.shared.id);
+        }
         session.shared.on_packet.borrow_mut().take();
         tracing::debug!(session = %session.shared.id, %reason, "session closed");
         state.handler.on_session_close(session, &reason);
@@ -221,6 +227,27 @@ impl SessionRegistry {
                 tracing::debug!(session = %session.shared.id, dropped = new, "reader fell behind");
                 handler.on_packets_lost(&session, new);
                 handler.on_stream_write_error(&session, &ReaderLagged { dropped: new });
+            }
+        }
+    }
+
+    /// Every session of this core.
+    pub(crate) fn all(&self) -> Vec<ServerSession> {
+        self.sessions
+            .borrow()
+            .values()
+            .map(|shared| ServerSession { shared: shared.clone() })
+            .collect()
+    }
+
+    /// Closes sessions that showed no sign of life for their timeout. Sessions carried by a live
+    /// TCP connection are left to the connection's own timeouts.
+    pub(crate) fn close_expired<H: Handler>(&self, state: &CoreState<H>, now: std::time::Instant) {
+        for session in self.all() {
+            let carried_by_tcp =
+                session.transport() == Some(TransportKind::Tcp) || session.shared.conn.borrow().upgrade().is_some();
+            if !carried_by_tcp && session.shared.liveness.get().expired(now) {
+                self.close(state, &session, SessionCloseReason::Timeout);
             }
         }
     }

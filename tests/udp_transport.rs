@@ -1,0 +1,303 @@
+//! Unicast UDP transport: raw readers and publishers checking the wire, and ffmpeg and GStreamer
+//! reading and publishing over UDP (DESIGN.md §2, issue 4).
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+mod common;
+#[allow(dead_code)] // each user of the relay needs a different part
+#[path = "../examples/relay/handler.rs"]
+mod relay;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{eventually, ffmpeg_publish, ffmpeg_read, gst_read, RawClient, Received};
+use shardcast::server::{Server, ServerConfig};
+
+const SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=test\r\nt=0 0\r\n\
+m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:streamid=0\r\n";
+
+fn start_with(config: impl FnOnce(&mut ServerConfig)) -> Server {
+    let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    c.rtp_address = Some("127.0.0.1:0".parse().unwrap());
+    c.rtcp_address = Some("127.0.0.1:0".parse().unwrap());
+    config(&mut c);
+    let paths = relay::Paths::default();
+    Server::start(c, move |ctx, _| relay::Relay::new(ctx, paths.clone())).expect("server starts")
+}
+
+fn rtp_packet(seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn session_of(r: &common::RawResponse) -> String {
+    r.header("Session").unwrap().split(';').next().unwrap().to_owned()
+}
+
+/// Two client sockets (RTP, RTCP) on 127.0.0.1.
+fn client_sockets() -> (UdpSocket, UdpSocket) {
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rtcp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&rtp, &rtcp] {
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    }
+    (rtp, rtcp)
+}
+
+fn ports(rtp: &UdpSocket, rtcp: &UdpSocket) -> String {
+    format!(
+        "{}-{}",
+        rtp.local_addr().unwrap().port(),
+        rtcp.local_addr().unwrap().port()
+    )
+}
+
+/// A TCP publisher of one H.264 track on `path`.
+fn publish_tcp(addr: SocketAddr, path: &str) -> RawClient {
+    let mut c = RawClient::connect(addr);
+    let base = format!("rtsp://{addr}/{path}");
+    let r = c.request(
+        "ANNOUNCE",
+        &base,
+        &[("Content-Type", "application/sdp")],
+        SDP.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let session = session_of(&r);
+    let t = "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record";
+    let r = c.request(
+        "SETUP",
+        &format!("{base}/streamid=0"),
+        &[("Transport", t), ("Session", &session)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(c.request("RECORD", &base, &[("Session", &session)], b"").status, 200);
+    c
+}
+
+fn send_frame(c: &mut RawClient, payload: &[u8]) {
+    let mut f = vec![b'$', 0];
+    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    f.extend_from_slice(payload);
+    c.send_raw(&f);
+}
+
+/// A UDP reader of `path`: SETUP with client ports, PLAY. Returns the control connection, the
+/// session id and the server ports the SETUP answered.
+fn read_udp(addr: SocketAddr, path: &str, rtp: &UdpSocket, rtcp: &UdpSocket) -> (RawClient, String, String) {
+    let mut c = RawClient::connect(addr);
+    let base = format!("rtsp://{addr}/{path}");
+    let t = format!("RTP/AVP;unicast;client_port={}", ports(rtp, rtcp));
+    let r = c.request("SETUP", &format!("{base}/trackID=0"), &[("Transport", &t)], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let transport = r.header("Transport").unwrap().to_owned();
+    let session = session_of(&r);
+    assert_eq!(c.request("PLAY", &base, &[("Session", &session)], b"").status, 200);
+    (c, session, transport)
+}
+
+/// Receives RTP datagrams until `count` arrived or a second passed without any.
+fn receive_rtp(socket: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    let mut quiet_since = Instant::now();
+    while got.len() < count && quiet_since.elapsed() < Duration::from_secs(1) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+            quiet_since = Instant::now();
+        }
+    }
+    got
+}
+
+#[test]
+fn a_udp_reader_gets_the_server_ports_and_every_packet_from_the_rtp_port() {
+    let server = start_with(|_| {});
+    let addr = server.local_addr();
+    let (server_rtp, server_rtcp) = server.context().udp_server_ports().unwrap();
+    assert_eq!((server_rtp % 2, server_rtcp), (0, server_rtp + 1));
+    let mut publisher = publish_tcp(addr, "cam");
+    let (rtp, rtcp) = client_sockets();
+    let (_control, _, transport) = read_udp(addr, "cam", &rtp, &rtcp);
+    assert!(
+        transport.contains(&format!("server_port={server_rtp}-{server_rtcp}")),
+        "{transport}"
+    );
+    assert!(
+        transport.contains(&format!("client_port={}", ports(&rtp, &rtcp))),
+        "{transport}"
+    );
+    for seq in 0..200u16 {
+        send_frame(&mut publisher, &rtp_packet(seq, &[seq as u8; 500]));
+    }
+    let mut buf = [0u8; 2048];
+    let (n, from) = rtp.recv_from(&mut buf).unwrap();
+    assert_eq!(from.port(), server_rtp, "RTP must come from the advertised server port");
+    let mut got = vec![buf[..n].to_vec()];
+    got.extend(receive_rtp(&rtp, 199));
+    let expected: Vec<Vec<u8>> = (0..200u16).map(|seq| rtp_packet(seq, &[seq as u8; 500])).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn tcp_and_udp_readers_of_one_stream_both_receive_it() {
+    let server = start_with(|_| {});
+    let addr = server.local_addr();
+    let mut publisher = publish_tcp(addr, "mixed");
+    let (rtp, rtcp) = client_sockets();
+    let (_udp_control, _, _) = read_udp(addr, "mixed", &rtp, &rtcp);
+    let mut tcp_reader = RawClient::connect(addr);
+    let base = format!("rtsp://{addr}/mixed");
+    let r = tcp_reader.request(
+        "SETUP",
+        &format!("{base}/trackID=0"),
+        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        b"",
+    );
+    let session = session_of(&r);
+    assert_eq!(
+        tcp_reader.request("PLAY", &base, &[("Session", &session)], b"").status,
+        200
+    );
+    for seq in 0..50u16 {
+        send_frame(&mut publisher, &rtp_packet(seq, b"both"));
+    }
+    assert_eq!(receive_rtp(&rtp, 50).len(), 50);
+    let mut frames = 0;
+    while frames < 50 {
+        match tcp_reader.receive() {
+            Received::Frame { channel: 0, .. } => frames += 1,
+            Received::Frame { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn two_readers_on_the_same_ip_and_ports_are_refused() {
+    let server = start_with(|_| {});
+    let addr = server.local_addr();
+    let _publisher = publish_tcp(addr, "dup");
+    let (rtp, rtcp) = client_sockets();
+    let (_first, _, _) = read_udp(addr, "dup", &rtp, &rtcp);
+    let mut second = RawClient::connect(addr);
+    let t = format!("RTP/AVP;unicast;client_port={}", ports(&rtp, &rtcp));
+    let r = second.request(
+        "SETUP",
+        &format!("rtsp://{addr}/dup/trackID=0"),
+        &[("Transport", &t)],
+        b"",
+    );
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn a_udp_reader_that_sends_nothing_is_closed_after_the_idle_timeout_and_rtcp_keeps_one_alive() {
+    let server = start_with(|c| c.idle_timeout = Duration::from_secs(2));
+    let addr = server.local_addr();
+    let (server_rtp, server_rtcp) = server.context().udp_server_ports().unwrap();
+    let mut publisher = publish_tcp(addr, "idle");
+    let (silent_rtp, silent_rtcp) = client_sockets();
+    let (_c1, silent, _) = read_udp(addr, "idle", &silent_rtp, &silent_rtcp);
+    let (alive_rtp, alive_rtcp) = client_sockets();
+    let (_c2, _, _) = read_udp(addr, "idle", &alive_rtp, &alive_rtcp);
+    let receiver_report = [0x80u8, 201, 0, 1, 0xAB, 0xCD, 0xEF, 0x01];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        alive_rtcp
+            .send_to(&receiver_report, ("127.0.0.1", server_rtcp))
+            .unwrap();
+        send_frame(&mut publisher, &rtp_packet(1, b"tick"));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = server_rtp;
+    // The silent reader's session is gone: a new connection cannot use it.
+    let mut c = RawClient::connect(addr);
+    let r = c.request("PLAY", &format!("rtsp://{addr}/idle"), &[("Session", &silent)], b"");
+    assert_eq!(r.status, 454, "the silent reader's session must have timed out");
+    while silent_rtp.recv(&mut [0u8; 2048]).is_ok() {}
+    send_frame(&mut publisher, &rtp_packet(2, b"after"));
+    assert!(
+        receive_rtp(&silent_rtp, 1).is_empty(),
+        "a timed-out reader must get nothing"
+    );
+    while alive_rtp.recv(&mut [0u8; 2048]).is_ok() {}
+    send_frame(&mut publisher, &rtp_packet(3, b"after"));
+    assert_eq!(
+        receive_rtp(&alive_rtp, 1).len(),
+        1,
+        "RTCP must keep the other reader alive"
+    );
+}
+
+#[test]
+fn a_udp_publisher_gets_nat_opening_packets_and_its_rtp_reaches_readers() {
+    let server = start_with(|_| {});
+    let addr = server.local_addr();
+    let (server_rtp, _) = server.context().udp_server_ports().unwrap();
+    let (rtp, rtcp) = client_sockets();
+    let mut c = RawClient::connect(addr);
+    let base = format!("rtsp://{addr}/udppub");
+    let r = c.request(
+        "ANNOUNCE",
+        &base,
+        &[("Content-Type", "application/sdp")],
+        SDP.as_bytes(),
+    );
+    let session = session_of(&r);
+    let t = format!("RTP/AVP;unicast;client_port={};mode=record", ports(&rtp, &rtcp));
+    let r = c.request(
+        "SETUP",
+        &format!("{base}/streamid=0"),
+        &[("Transport", &t), ("Session", &session)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(c.request("RECORD", &base, &[("Session", &session)], b"").status, 200);
+    let mut buf = [0u8; 64];
+    assert!(
+        rtp.recv(&mut buf).is_ok(),
+        "an RTP packet must open the publisher's NAT binding"
+    );
+    assert!(
+        rtcp.recv(&mut buf).is_ok(),
+        "an RTCP packet must open the publisher's NAT binding"
+    );
+    let (reader_rtp, reader_rtcp) = client_sockets();
+    let (_r, _, _) = read_udp(addr, "udppub", &reader_rtp, &reader_rtcp);
+    for seq in 0..100u16 {
+        rtp.send_to(&rtp_packet(seq, b"from-udp"), ("127.0.0.1", server_rtp))
+            .unwrap();
+    }
+    let got = receive_rtp(&reader_rtp, 100);
+    assert_eq!(got.len(), 100);
+    assert_eq!(got[99], rtp_packet(99, b"from-udp"));
+}
+
+#[test]
+fn ffmpeg_publishes_over_udp_and_ffmpeg_and_gstreamer_read_over_udp() {
+    let server = start_with(|_| {});
+    let url = format!("rtsp://{}/udp", server.local_addr());
+    let _publisher = ffmpeg_publish(&url, "udp");
+    let addr = server.local_addr();
+    assert!(eventually(Duration::from_secs(20), || {
+        RawClient::connect(addr).request("DESCRIBE", &url, &[], b"").status == 200
+    }));
+    let (out, exited) = ffmpeg_read(&url, "udp", 50).wait_for(Duration::from_secs(30));
+    assert!(
+        exited && out.status.success(),
+        "ffmpeg over UDP: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (out, exited) = gst_read(&url, "udp", 50, None).wait_for(Duration::from_secs(30));
+    assert!(
+        exited && out.status.success(),
+        "GStreamer over UDP: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
