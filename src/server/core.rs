@@ -6,7 +6,11 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use glommio::sync::Gate;
+use glommio::{Latency, Shares};
 
 use super::conn::{serve_connection, ConnShared};
 use super::handler::Handler;
@@ -57,6 +61,9 @@ impl<H> CoreState<H> {
     }
 }
 
+/// How soon the data-plane queue must run once it has work.
+const DATA_PLANE_LATENCY: Duration = Duration::from_millis(1);
+
 /// Back-off after an accept error such as EMFILE, so a full fd table does not spin the core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -85,15 +92,26 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
         udp,
         next_conn_id: Cell::new(0),
     });
+    // The data plane runs in its own latency-sensitive task queue, so a burst of RTSP requests
+    // (SETUP storms, slow handlers) is interleaved with packet work instead of delaying it.
+    let data_plane =
+        glommio::executor().create_task_queue(Shares::Static(1000), Latency::Matters(DATA_PLANE_LATENCY), "data-plane");
+    let spawn_data = |future: Pin<Box<dyn Future<Output = ()>>>| {
+        // The queue was created just above, so spawning into it cannot fail short of a glommio bug.
+        glommio::spawn_local_into(future, data_plane).unwrap_or_else(|e| {
+            tracing::error!(core, error = %e, "a data-plane task could not start; this core forwards nothing");
+            glommio::spawn_local(async {})
+        })
+    };
     let udp_tasks = match ingest_bell {
         Some(bell) => vec![
-            glommio::spawn_local(run_receive(state.clone(), false)),
-            glommio::spawn_local(run_receive(state.clone(), true)),
-            glommio::spawn_local(run_ingest(state.clone(), bell.adopt())),
+            spawn_data(Box::pin(run_receive(state.clone(), false))),
+            spawn_data(Box::pin(run_receive(state.clone(), true))),
+            spawn_data(Box::pin(run_ingest(state.clone(), bell.adopt()))),
         ],
         None => Vec::new(),
     };
-    let fanout_task = glommio::spawn_local(run_fanout(state.clone(), start.fanout_bell.adopt()));
+    let fanout_task = spawn_data(Box::pin(run_fanout(state.clone(), start.fanout_bell.adopt())));
     let housekeeping_task = glommio::spawn_local(housekeeping(state.clone()));
     let connections = Gate::new();
     let mut shutdown = start.shutdown_bell.adopt();
