@@ -5,6 +5,7 @@
 
 pub(crate) mod doorbell;
 pub(crate) mod listen;
+pub(crate) mod multicast;
 pub(crate) mod pool;
 pub(crate) mod tcp;
 // used by the UDP data plane from the next commit
@@ -13,6 +14,7 @@ pub(crate) mod udp;
 
 pub(crate) use doorbell::{doorbell, AdoptedDoorbell, Doorbell, DoorbellRinger};
 pub(crate) use listen::{adopt_tcp_listener, bind_tcp_reuseport};
+pub(crate) use multicast::MulticastSender;
 pub(crate) use pool::{available_cpus, CorePool};
 #[allow(unused_imports)] // used by the UDP data plane from the next commit
 pub(crate) use udp::{

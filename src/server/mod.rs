@@ -10,6 +10,7 @@ mod conn;
 mod core;
 mod handler;
 mod lifecycle;
+mod multicast;
 mod requests;
 mod rtcp;
 mod session;
@@ -28,6 +29,7 @@ pub use config::{
 pub use conn::{CloseReason, ServerConn};
 pub use handler::{status_response, Handler, RequestContext};
 pub use lifecycle::{Server, StartError};
+pub use multicast::MULTICAST_TTL;
 pub use session::{PublishedPacket, ReaderLagged, ServerSession, SessionCloseReason};
 pub use stream::{ServerStream, StreamError, StreamStats, StreamWriteError};
 pub use transport::SetupTransport;
@@ -46,6 +48,7 @@ struct ContextInner {
     local_addr: SocketAddr,
     bells: Arc<CoreBells>,
     udp: Option<Arc<udp::UdpShared>>,
+    multicast: Option<multicast::MulticastShared>,
 }
 
 impl std::fmt::Debug for ServerContext {
@@ -63,14 +66,27 @@ impl ServerContext {
         bells: Arc<CoreBells>,
         udp: Option<Arc<udp::UdpShared>>,
     ) -> ServerContext {
+        let multicast = match (
+            &config.multicast_ip_range,
+            config.multicast_rtp_port,
+            config.multicast_rtcp_port,
+        ) {
+            (Some(range), Some(rtp), Some(rtcp)) => Some(multicast::MulticastShared::new(*range, (rtp, rtcp))),
+            _ => None,
+        };
         ServerContext {
             inner: Arc::new(ContextInner {
                 config,
                 local_addr,
                 bells,
                 udp,
+                multicast,
             }),
         }
+    }
+
+    pub(crate) fn multicast(&self) -> Option<&multicast::MulticastShared> {
+        self.inner.multicast.as_ref()
     }
 
     /// The server's UDP (RTP, RTCP) ports, when UDP transport is enabled.

@@ -13,6 +13,7 @@ use super::stream::ServerStream;
 use super::transport::SetupTransport;
 use std::net::SocketAddr;
 
+use super::multicast::MULTICAST_TTL;
 use super::udp::UdpClient;
 use crate::fanout::core::{Reader, TcpReader, UdpReader};
 use crate::proto::headers::{
@@ -345,7 +346,7 @@ async fn setup_in_session<H: Handler>(
     let config = state.context.config();
     let support = TransportSupport {
         udp: state.udp.is_some(),
-        multicast: false,
+        multicast: state.context.multicast().is_some(),
     };
     let used_channels: Vec<u8> = session
         .shared
@@ -366,7 +367,7 @@ async fn setup_in_session<H: Handler>(
     let (kind, rtp_channel, client_ports) = match chosen {
         Chosen::Tcp { rtp_channel } => (TransportKind::Tcp, rtp_channel, None),
         Chosen::Udp { client_ports } => (TransportKind::Udp, 0, Some(client_ports)),
-        Chosen::Multicast => return Reply::status(StatusCode::UNSUPPORTED_TRANSPORT),
+        Chosen::Multicast => (TransportKind::Multicast, 0, None),
     };
     if session.transport().is_some_and(|current| current != kind) {
         // One transport per session: medias cannot mix TCP and UDP.
@@ -397,6 +398,9 @@ async fn setup_in_session<H: Handler>(
         }
     };
     if session.shared.medias.borrow().iter().any(|m| m.track == track) {
+        return Reply::status(StatusCode::BAD_REQUEST);
+    }
+    if kind == TransportKind::Multicast && session.shared.medias.borrow().iter().any(|m| m.track == track) {
         return Reply::status(StatusCode::BAD_REQUEST);
     }
     if let Some(ports) = client_ports {
@@ -442,15 +446,38 @@ async fn setup_in_session<H: Handler>(
         *session.shared.path.borrow_mut() = parts.path.clone();
         *session.shared.query.borrow_mut() = parts.query.clone();
     }
+    let multicast_group = match (kind, state.context.multicast(), session.stream()) {
+        (TransportKind::Multicast, Some(multicast), Some(stream)) => match multicast.join(&stream, track) {
+            Ok(group) => Some(group),
+            Err(e) => {
+                tracing::warn!(error = %e, "multicast SETUP refused");
+                return Reply::status(StatusCode::SERVICE_UNAVAILABLE);
+            }
+        },
+        _ => None,
+    };
     session.shared.medias.borrow_mut().push(SetupMedia {
         track,
         rtp_channel,
         client_ports,
+        multicast_group,
     });
     session.shared.transport.set(Some(kind));
     session.shared.state.set(next_state);
     let mut answer = offer.clone();
     match client_ports {
+        None if kind == TransportKind::Multicast => {
+            *session.shared.conn.borrow_mut() = std::rc::Weak::new();
+            let ports = state.context.multicast().map(|m| m.ports);
+            answer.lower = None;
+            answer.delivery = Some(Delivery::Multicast);
+            answer.destination = multicast_group.map(|g| g.to_string());
+            answer.port = ports;
+            answer.ttl = Some(MULTICAST_TTL);
+            answer.interleaved = None;
+            answer.client_port = None;
+            answer.server_port = None;
+        }
         None => {
             *conn.shared.tcp_session.borrow_mut() = Some(session.id().to_owned());
             answer.interleaved = Some((rtp_channel, rtp_channel.wrapping_add(1)));
@@ -571,6 +598,9 @@ async fn play<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request: 
 /// Adds a playing session to this core's fan-out: for TCP, frames start after the PLAY response.
 fn start_reading<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, session: &ServerSession) {
     let Some(stream) = session.stream() else { return };
+    if session.transport() == Some(TransportKind::Multicast) {
+        return; // the stream itself sends to the group
+    }
     let medias = session.shared.medias.borrow();
     if session.transport() == Some(TransportKind::Udp) {
         let ip = session.shared.creator_ip;

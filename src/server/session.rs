@@ -55,6 +55,8 @@ pub(crate) struct SetupMedia {
     pub(crate) rtp_channel: u8,
     /// The client's (RTP, RTCP) ports (UDP sessions).
     pub(crate) client_ports: Option<(u16, u16)>,
+    /// The group this media is sent to (multicast sessions).
+    pub(crate) multicast_group: Option<std::net::Ipv4Addr>,
 }
 
 pub(crate) struct SessionShared {
@@ -190,6 +192,7 @@ impl SessionRegistry {
         if let Some(udp) = state.udp.as_ref() {
             udp.forget_session(&session.shared.id);
         }
+        leave_multicast(state, session);
         session.shared.on_packet.borrow_mut().take();
         tracing::debug!(session = %session.shared.id, %reason, "session closed");
         state.handler.on_session_close(session, &reason);
@@ -270,6 +273,18 @@ impl SessionRegistry {
 pub struct ReaderLagged {
     /// Packets dropped since the previous report.
     pub dropped: u64,
+}
+
+/// Releases the multicast groups a session's medias were counted in.
+pub(crate) fn leave_multicast<H>(state: &CoreState<H>, session: &ServerSession) {
+    let (Some(multicast), Some(stream)) = (state.context.multicast(), session.stream()) else {
+        return;
+    };
+    for media in session.shared.medias.borrow_mut().iter_mut() {
+        if media.multicast_group.take().is_some() {
+            multicast.leave(&stream, media.track);
+        }
+    }
 }
 
 /// Removes a session's reader from the core's fan-out (PAUSE, TEARDOWN, close).

@@ -9,6 +9,7 @@ use crate::fanout::stream::StreamShared;
 use crate::proto::rtp::RtpView;
 use crate::proto::sdp::SessionDescription;
 use crate::proto::time::{duration_to_rtp_ticks, NtpTime};
+use crate::runtime::MulticastSender;
 
 /// Packets a stream's ring holds. A core that falls this far behind loses packets for its readers;
 /// at 1472-byte slots this is about 1.5 MiB per stream.
@@ -75,6 +76,9 @@ struct TrackClock {
 
 struct StreamInner {
     shared: Arc<StreamShared>,
+    /// Per track, where packets also go while the track has multicast readers.
+    multicast: RwLock<Vec<Option<MulticastSender>>>,
+    multicast_on: std::sync::atomic::AtomicBool,
     description: RwLock<SessionDescription>,
     tracks: Mutex<Vec<TrackClock>>,
     sender_reports: bool,
@@ -114,6 +118,8 @@ impl ServerStream {
         let shared = StreamShared::new(RING_CAPACITY, config.max_packet_size, context.bells())?;
         Ok(ServerStream {
             inner: Arc::new(StreamInner {
+                multicast: RwLock::new(Vec::new()),
+                multicast_on: std::sync::atomic::AtomicBool::new(false),
                 shared: Arc::new(shared),
                 description: RwLock::new(description),
                 tracks: Mutex::new(tracks),
@@ -208,7 +214,30 @@ impl ServerStream {
         }
     }
 
+    /// Starts (`Some`) or stops (`None`) sending a track to a multicast group.
+    pub(crate) fn set_multicast(&self, track: usize, sender: Option<MulticastSender>) {
+        let mut multicast = self.inner.multicast.write().unwrap_or_else(PoisonError::into_inner);
+        if multicast.len() <= track {
+            multicast.resize_with(track + 1, || None);
+        }
+        multicast[track] = sender;
+        let on = multicast.iter().any(Option::is_some);
+        self.inner.multicast_on.store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Packets the multicast outputs could not send.
+    pub fn multicast_dropped(&self) -> u64 {
+        let multicast = self.inner.multicast.read().unwrap_or_else(PoisonError::into_inner);
+        multicast.iter().flatten().map(MulticastSender::dropped).sum()
+    }
+
     fn push(&self, track: usize, is_rtcp: bool, packet: &[u8]) -> Result<(), StreamWriteError> {
+        if self.inner.multicast_on.load(std::sync::atomic::Ordering::Acquire) {
+            let multicast = self.inner.multicast.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(Some(sender)) = multicast.get(track) {
+                sender.send(is_rtcp, packet);
+            }
+        }
         let meta = PacketMeta {
             track: track as u8,
             is_rtcp,

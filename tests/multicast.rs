@@ -1,0 +1,145 @@
+//! UDP multicast play. Multicast needs a route and an interface that loops it back, which a
+//! shared CI host cannot be asked for, so each test re-runs itself inside a fresh network namespace
+//! (DESIGN.md §4) where loopback carries 224.0.0.0/4.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+mod common;
+#[allow(dead_code)] // each user of the relay needs a different part
+#[path = "../examples/relay/handler.rs"]
+mod relay;
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, ffmpeg_publish, ffmpeg_read, gst_read, RawClient};
+use shardcast::server::{Server, ServerConfig};
+
+const INSIDE: &str = "SHARDCAST_TEST_IN_NETNS";
+
+/// Runs `test` of this binary again inside a new network namespace; returns false when already
+/// inside (the caller then runs the test body).
+fn rerun_in_network_namespace(test: &str) -> bool {
+    if std::env::var_os(INSIDE).is_some() {
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut unshare = Command::new("unshare");
+    if !root {
+        // Without root, a user namespace maps us to root inside it (Debian allows this by default).
+        unshare.arg("--map-root-user");
+    }
+    let setup =
+        "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\"";
+    let output = unshare
+        .args(["--net", "--", "sh", "-c", setup])
+        .arg(&exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .output()
+        .expect("unshare (util-linux) must be installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{test} failed inside its network namespace (it needs unshare and ip from iproute2):\n{stdout}\n{stderr}"
+    );
+    true
+}
+
+fn start() -> Server {
+    let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    c.rtp_address = Some("127.0.0.1:0".parse().unwrap());
+    c.rtcp_address = Some("127.0.0.1:0".parse().unwrap());
+    c.multicast_ip_range = Some("239.5.0.0/16".parse().unwrap());
+    c.multicast_rtp_port = Some(19002);
+    c.multicast_rtcp_port = Some(19003);
+    let paths = relay::Paths::default();
+    Server::start(c, move |ctx, _| relay::Relay::new(ctx, paths.clone())).expect("server starts")
+}
+
+fn wait_published(server: &Server, url: &str) {
+    let addr = server.local_addr();
+    assert!(
+        eventually(Duration::from_secs(20), || RawClient::connect(addr)
+            .request("DESCRIBE", url, &[], b"")
+            .status
+            == 200),
+        "{url} was not published"
+    );
+}
+
+#[test]
+fn a_multicast_setup_answers_a_group_from_the_range_and_packets_reach_it() {
+    if rerun_in_network_namespace("a_multicast_setup_answers_a_group_from_the_range_and_packets_reach_it") {
+        return;
+    }
+    let server = start();
+    let addr = server.local_addr();
+    let url = format!("rtsp://{addr}/mc");
+    let _publisher = ffmpeg_publish(&url, "tcp");
+    wait_published(&server, &url);
+    let mut c = RawClient::connect(addr);
+    let r = c.request(
+        "SETUP",
+        &format!("{url}/trackID=0"),
+        &[("Transport", "RTP/AVP;multicast")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let transport = r.header("Transport").unwrap().to_owned();
+    let destination = transport
+        .split(';')
+        .find_map(|p| p.strip_prefix("destination="))
+        .expect("a destination in the answer");
+    let group: Ipv4Addr = destination.parse().unwrap();
+    assert!(group.octets()[..2] == [239, 5], "{group} is not in 239.5.0.0/16");
+    assert!(
+        transport.contains("port=19002-19003") && transport.contains("ttl="),
+        "{transport}"
+    );
+    let session = r.header("Session").unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(c.request("PLAY", &url, &[("Session", &session)], b"").status, 200);
+    let socket = UdpSocket::bind(("0.0.0.0", 19002)).unwrap();
+    socket.join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = socket.recv(&mut buf).expect("RTP on the multicast group");
+    assert!(n >= 12 && buf[0] >> 6 == 2, "not an RTP packet");
+    // After TEARDOWN the group is released: nothing more arrives.
+    assert_eq!(c.request("TEARDOWN", &url, &[("Session", &session)], b"").status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    while socket.recv(&mut buf).is_ok() {}
+    assert!(
+        socket.recv(&mut buf).is_err(),
+        "packets still reach the group after the last reader left"
+    );
+}
+
+#[test]
+fn ffmpeg_and_gstreamer_read_over_udp_multicast() {
+    if rerun_in_network_namespace("ffmpeg_and_gstreamer_read_over_udp_multicast") {
+        return;
+    }
+    let server = start();
+    let url = format!("rtsp://{}/mcast", server.local_addr());
+    let _publisher = ffmpeg_publish(&url, "tcp");
+    wait_published(&server, &url);
+    let (out, exited) = ffmpeg_read(&url, "udp_multicast", 50).wait_for(Duration::from_secs(30));
+    assert!(
+        exited && out.status.success(),
+        "ffmpeg multicast: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (out, exited) = gst_read(&url, "udp-mcast", 50, None).wait_for(Duration::from_secs(30));
+    assert!(
+        exited && out.status.success(),
+        "GStreamer multicast: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
