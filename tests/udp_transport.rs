@@ -317,3 +317,104 @@ fn ffmpeg_publishes_over_udp_and_ffmpeg_and_gstreamer_read_over_udp() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn udp_publisher_loss_and_reordering_are_reported_exactly_and_answered_with_a_receiver_report() {
+    let paths = relay::Paths::default();
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.rtp_address = Some("127.0.0.1:0".parse().unwrap());
+    config.rtcp_address = Some("127.0.0.1:0".parse().unwrap());
+    let server = Server::start(config, {
+        let paths = paths.clone();
+        move |ctx, _| relay::Relay::new(ctx, paths.clone())
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    let (server_rtp, _) = server.context().udp_server_ports().unwrap();
+    let (rtp, rtcp) = client_sockets();
+    let mut c = RawClient::connect(addr);
+    let base = format!("rtsp://{addr}/lossy");
+    let r = c.request(
+        "ANNOUNCE",
+        &base,
+        &[("Content-Type", "application/sdp")],
+        SDP.as_bytes(),
+    );
+    let session = session_of(&r);
+    let t = format!("RTP/AVP;unicast;client_port={};mode=record", ports(&rtp, &rtcp));
+    let r = c.request(
+        "SETUP",
+        &format!("{base}/streamid=0"),
+        &[("Transport", &t), ("Session", &session)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(c.request("RECORD", &base, &[("Session", &session)], b"").status, 200);
+    let mut punch = [0u8; 64];
+    let _ = rtp.recv(&mut punch);
+    let _ = rtcp.recv(&mut punch);
+
+    let mut reader = RawClient::connect(addr);
+    let r = reader.request(
+        "SETUP",
+        &format!("{base}/trackID=0"),
+        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        b"",
+    );
+    let reader_session = session_of(&r);
+    assert_eq!(
+        reader
+            .request("PLAY", &base, &[("Session", &reader_session)], b"")
+            .status,
+        200
+    );
+
+    // 0..120 with 10 and 11 lost, 20 and 21 swapped, 30 sent twice.
+    let mut order: Vec<u16> = (0..120).filter(|s| *s != 10 && *s != 11).collect();
+    let at20 = order.iter().position(|s| *s == 20).unwrap();
+    order.swap(at20, at20 + 1);
+    let at30 = order.iter().position(|s| *s == 30).unwrap();
+    order.insert(at30, 30);
+    for seq in &order {
+        rtp.send_to(&rtp_packet(*seq, b"lossy"), ("127.0.0.1", server_rtp))
+            .unwrap();
+    }
+    let mut sequences = Vec::new();
+    while sequences.len() < 118 {
+        match reader.receive() {
+            Received::Frame { channel: 0, payload } => sequences.push(u16::from_be_bytes([payload[2], payload[3]])),
+            Received::Frame { .. } => {}
+            other => panic!("after {} packets: {other:?}", sequences.len()),
+        }
+    }
+    let expected: Vec<u16> = (0..120).filter(|s| *s != 10 && *s != 11).collect();
+    assert_eq!(sequences, expected, "readers get the packets once each, in order");
+    assert!(
+        eventually(Duration::from_secs(2), || paths.packets_lost() == 2),
+        "lost: {}",
+        paths.packets_lost()
+    );
+
+    // A receiver report reaches the publisher's RTCP port, counting the same loss.
+    rtcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 512];
+    let n = rtcp.recv(&mut buf).expect("a receiver report within 3 s");
+    assert_eq!(buf[1], 201, "an RTCP receiver report");
+    assert!(n >= 32, "with one report block");
+    let block = &buf[8..32];
+    assert_eq!(
+        u32::from_be_bytes([block[0], block[1], block[2], block[3]]),
+        0x1234_5678,
+        "about the publisher's SSRC"
+    );
+    assert_eq!(
+        u32::from_be_bytes([0, block[5], block[6], block[7]]),
+        2,
+        "cumulative lost"
+    );
+    assert_eq!(
+        u32::from_be_bytes([block[8], block[9], block[10], block[11]]),
+        119,
+        "highest sequence"
+    );
+}

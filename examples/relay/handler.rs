@@ -2,6 +2,7 @@
 //! Uses only shardcast's public API; the `shardcast` binary serves with this handler too.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use shardcast::proto::rtsp::{Response, StatusCode};
@@ -15,6 +16,7 @@ use shardcast::server::{
 #[derive(Clone, Default)]
 pub struct Paths {
     streams: Arc<Mutex<HashMap<String, Published>>>,
+    lost: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -24,6 +26,11 @@ struct Published {
 }
 
 impl Paths {
+    /// Packets publishers lost on the way to this server, as the server reported them.
+    pub fn packets_lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
     fn get(&self, path: &str) -> Option<ServerStream> {
         let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         streams.get(path).map(|p| p.stream.clone())
@@ -143,6 +150,12 @@ impl Handler for Relay {
 
     async fn on_pause(&self, _ctx: &RequestContext<'_>) -> Response {
         status(StatusCode::OK)
+    }
+
+    fn on_packets_lost(&self, session: &ServerSession, lost: u64) {
+        if session.state() == shardcast::session::SessionState::Record {
+            self.paths.lost.fetch_add(lost, Ordering::Relaxed);
+        }
     }
 
     fn on_session_close(&self, session: &ServerSession, _reason: &SessionCloseReason) {

@@ -13,6 +13,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8554".to_owned());
     let credentials = std::env::args().nth(2);
     let paths = handler::Paths::default();
+    let stats = paths.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        println!("publishers lost {} packets so far", stats.packets_lost());
+    });
     let server = Server::start(ServerConfig::new(address.parse()?), move |context, _core| {
         let relay = handler::Relay::new(context, paths.clone());
         match credentials.as_deref().and_then(|c| c.split_once(':')) {

@@ -3,6 +3,7 @@
 //! Everything above this layer sees plain async reads and writes; keeping glommio here means it
 //! could be swapped without touching the protocol or session code.
 
+pub(crate) mod connect;
 pub(crate) mod doorbell;
 pub(crate) mod listen;
 pub(crate) mod multicast;
@@ -12,6 +13,9 @@ pub(crate) mod tcp;
 #[allow(dead_code)]
 pub(crate) mod udp;
 
+pub(crate) use connect::{
+    bind_udp_multicast, bind_udp_pair, connect_tcp, readable_any, sleep, yield_if_needed, Alarm, ClientUdpSocket,
+};
 pub(crate) use doorbell::{doorbell, AdoptedDoorbell, Doorbell, DoorbellRinger};
 pub(crate) use listen::{adopt_tcp_listener, bind_tcp_reuseport};
 pub(crate) use multicast::MulticastSender;

@@ -77,6 +77,7 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
                 rtp: adopt_udp(u.rtp),
                 rtcp: adopt_udp(u.rtcp),
                 clients: RefCell::new(HashMap::new()),
+                released: RefCell::new(Vec::new()),
             };
             (Some(udp), Some(u.ingest_bell))
         }
@@ -179,6 +180,8 @@ async fn housekeeping<H: Handler>(state: Rc<CoreState<H>>) {
     loop {
         glommio::timer::sleep(HOUSEKEEPING_PERIOD).await;
         state.sessions.report_reader_losses(&state.handler);
-        state.sessions.close_expired(&state, std::time::Instant::now());
+        let now = std::time::Instant::now();
+        state.sessions.close_expired(&state, now);
+        super::udp::send_receiver_reports(&state, now).await;
     }
 }

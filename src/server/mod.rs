@@ -11,6 +11,7 @@ mod core;
 mod handler;
 mod lifecycle;
 mod multicast;
+mod receiver;
 mod requests;
 mod rtcp;
 mod session;

@@ -639,6 +639,18 @@ fn start_reading<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, sessio
 /// RTP and one RTCP packet per media, as gortsplib does.
 async fn start_udp_ingest<H: Handler>(state: &Rc<CoreState<H>>, session: &ServerSession) {
     let Some(udp) = state.udp.as_ref() else { return };
+    let now = Instant::now();
+    let clock_rates: Vec<u32> = session
+        .shared
+        .announced
+        .borrow()
+        .as_ref()
+        .map(|d| d.medias.iter().map(|m| m.clock_rate().unwrap_or(90_000)).collect())
+        .unwrap_or_default();
+    *session.shared.receivers.borrow_mut() = clock_rates
+        .into_iter()
+        .map(|rate| super::receiver::TrackReceiver::new(rate, now))
+        .collect();
     let ip = session.shared.creator_ip;
     let medias = session.shared.medias.borrow().clone();
     let mut punches: Vec<(SocketAddr, bool)> = Vec::new();

@@ -76,6 +76,12 @@ pub(crate) struct SessionShared {
     pub(crate) reported_lost: Cell<u64>,
     /// Per-track sequence tracking of a publisher's RTP, for loss reports.
     pub(crate) sequences: RefCell<Vec<crate::proto::rtp::SequenceTracker>>,
+    /// Per-track receive state of a UDP publisher (reordering, receiver reports).
+    pub(crate) receivers: RefCell<Vec<super::receiver::TrackReceiver>>,
+    /// The SSRC the server uses in RTCP it sends for this session.
+    pub(crate) server_ssrc: u32,
+    /// When the next receiver report to a UDP publisher is due.
+    pub(crate) next_receiver_report: Cell<Option<std::time::Instant>>,
     pub(crate) liveness: Cell<Liveness>,
     pub(crate) on_packet: RefCell<Option<PacketCallback>>,
 }
@@ -168,6 +174,9 @@ impl SessionRegistry {
             reader: RefCell::new(None),
             reported_lost: Cell::new(0),
             sequences: RefCell::new(Vec::new()),
+            receivers: RefCell::new(Vec::new()),
+            next_receiver_report: Cell::new(None),
+            server_ssrc: u32::from_str_radix(&super::random_hex(4), 16).unwrap_or(0x5348_4344),
             liveness: Cell::new(liveness),
             on_packet: RefCell::new(None),
         });

@@ -18,12 +18,15 @@ use crossbeam_queue::ArrayQueue;
 
 use super::core::CoreState;
 use super::handler::Handler;
+use super::receiver::{receiver_report, RECEIVER_REPORT_INTERVAL};
 use super::session::{PublishedPacket, ServerSession};
 use crate::fanout::core::UdpSend;
 use crate::fanout::stream::CoreBells;
-use crate::proto::rtp::{RtpView, SeqEvent};
+use crate::proto::rtcp::RtcpPacket;
+use crate::proto::rtp::RtpView;
 use crate::runtime::{RecvBatch, UdpSocket};
 use crate::session::SessionState;
+use crate::session::{Pushed, Released};
 
 /// Packets waiting for their owner core; beyond this a burst is dropped and counted.
 const MAILBOX_CAPACITY: usize = 8192;
@@ -117,6 +120,8 @@ pub(crate) struct CoreUdp {
     pub(crate) rtp: UdpSocket,
     pub(crate) rtcp: UdpSocket,
     pub(crate) clients: RefCell<HashMap<SocketAddr, UdpClient>>,
+    /// Scratch space for what a reorder buffer releases.
+    pub(crate) released: RefCell<Vec<Released<Bytes>>>,
 }
 
 impl CoreUdp {
@@ -227,35 +232,102 @@ fn handle_ingress<H: Handler>(state: &Rc<CoreState<H>>, udp: &CoreUdp, ingress: 
         state.handler.on_decode_error(&session, &error);
         return;
     }
-    if !ingress.is_rtcp {
-        match RtpView::parse(&ingress.data) {
-            Ok(view) => {
-                let event = {
-                    let mut sequences = session.shared.sequences.borrow_mut();
-                    if sequences.len() <= client.track {
-                        sequences.resize_with(client.track + 1, Default::default);
-                    }
-                    sequences[client.track].observe(view.sequence_number())
-                };
-                match event {
-                    SeqEvent::Duplicate | SeqEvent::Late => return,
-                    SeqEvent::Lost(n) => state.handler.on_packets_lost(&session, u64::from(n)),
-                    SeqEvent::First | SeqEvent::InOrder => {}
+    let now = Instant::now();
+    if ingress.is_rtcp {
+        note_sender_reports(&session, client.track, &ingress.data, now);
+        deliver(&session, client.track, true, &ingress.data);
+        return;
+    }
+    let view = match RtpView::parse(&ingress.data) {
+        Ok(view) => view,
+        Err(e) => {
+            state.handler.on_decode_error(&session, &e);
+            return;
+        }
+    };
+    let seq = view.sequence_number();
+    // A scratch vector kept on the core, so ingest allocates nothing per packet.
+    let mut released = std::mem::take(&mut *udp.released.borrow_mut());
+    {
+        let mut receivers = session.shared.receivers.borrow_mut();
+        let Some(receiver) = receivers.get_mut(client.track) else {
+            return;
+        };
+        let pushed = receiver.reorder.push(seq, ingress.data, &mut |r| released.push(r));
+        if pushed != Pushed::Accepted {
+            tracing::trace!(session = %client.session, seq, ?pushed, "RTP packet dropped");
+        }
+        for r in &released {
+            if let Released::Packet(packet) = r {
+                if let Ok(v) = RtpView::parse(packet) {
+                    receiver.on_packet(v.sequence_number(), v.timestamp(), v.ssrc(), now);
                 }
-            }
-            Err(e) => {
-                state.handler.on_decode_error(&session, &e);
-                return;
             }
         }
     }
+    for r in released.drain(..) {
+        match r {
+            Released::Packet(packet) => deliver(&session, client.track, false, &packet),
+            Released::Lost(n) => state.handler.on_packets_lost(&session, u64::from(n)),
+        }
+    }
+    *udp.released.borrow_mut() = released;
+}
+
+/// Hands a publisher's packet to the session's callback.
+fn deliver(session: &ServerSession, track: usize, is_rtcp: bool, data: &[u8]) {
     let mut callback = session.shared.on_packet.borrow_mut();
     if let Some(callback) = callback.as_mut() {
-        callback(PublishedPacket {
-            track: client.track,
-            is_rtcp: ingress.is_rtcp,
-            data: &ingress.data,
-        });
+        callback(PublishedPacket { track, is_rtcp, data });
+    }
+}
+
+/// Remembers the sender reports in a publisher's RTCP, for the LSR/DLSR of our receiver reports.
+fn note_sender_reports(session: &ServerSession, track: usize, data: &[u8], now: Instant) {
+    let mut receivers = session.shared.receivers.borrow_mut();
+    let Some(receiver) = receivers.get_mut(track) else {
+        return;
+    };
+    for packet in crate::proto::rtcp::packets(data) {
+        match packet {
+            Ok(RtcpPacket::SenderReport(sr)) => receiver.on_sender_report(sr.ntp(), now),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// Sends each UDP publisher on this core its receiver report when due.
+pub(crate) async fn send_receiver_reports<H: Handler>(state: &CoreState<H>, now: Instant) {
+    let Some(udp) = state.udp.as_ref() else { return };
+    for session in state.sessions.all() {
+        if session.state() != SessionState::Record || session.transport() != Some(crate::session::TransportKind::Udp) {
+            continue;
+        }
+        if session.shared.next_receiver_report.get().is_some_and(|due| now < due) {
+            continue;
+        }
+        let report = {
+            let mut receivers = session.shared.receivers.borrow_mut();
+            receiver_report(session.shared.server_ssrc, &mut receivers, now)
+        };
+        // The first report goes out as soon as packets arrived, then every interval.
+        let Some(report) = report else { continue };
+        session
+            .shared
+            .next_receiver_report
+            .set(Some(now + RECEIVER_REPORT_INTERVAL));
+        let destination = session
+            .shared
+            .medias
+            .borrow()
+            .first()
+            .and_then(|m| m.client_ports)
+            .map(|(_, rtcp)| SocketAddr::new(session.shared.creator_ip, rtcp));
+        if let Some(destination) = destination {
+            let mut ignore = |_: usize, _: std::io::Error| {};
+            let _ = udp.rtcp.send_to_many(&report, &[destination], &mut ignore).await;
+        }
     }
 }
 
