@@ -418,3 +418,53 @@ fn udp_publisher_loss_and_reordering_are_reported_exactly_and_answered_with_a_re
         "highest sequence"
     );
 }
+
+#[test]
+fn the_first_sender_report_describes_the_packet_it_follows() {
+    let server = start_with(|_| {});
+    let addr = server.local_addr();
+    let mut publisher = publish_tcp(addr, "sr");
+    let mut reader = RawClient::connect(addr);
+    let base = format!("rtsp://{addr}/sr");
+    let r = reader.request(
+        "SETUP",
+        &format!("{base}/trackID=0"),
+        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        b"",
+    );
+    let session = session_of(&r);
+    assert_eq!(reader.request("PLAY", &base, &[("Session", &session)], b"").status, 200);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    send_frame(&mut publisher, &rtp_packet(7, &[0xAA; 300]));
+    let (rtp, sr) = loop {
+        match reader.receive() {
+            Received::Frame { channel: 0, payload } => {
+                let Received::Frame {
+                    channel: 1,
+                    payload: sr,
+                } = reader.receive()
+                else {
+                    panic!("no sender report after the first packet")
+                };
+                break (payload, sr);
+            }
+            Received::Frame { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(rtp, rtp_packet(7, &[0xAA; 300]));
+    let word = |i: usize| u32::from_be_bytes([sr[i], sr[i + 1], sr[i + 2], sr[i + 3]]);
+    assert_eq!(sr[1], 200, "an RTCP sender report");
+    assert_eq!(word(4), 0x1234_5678, "with the publisher's SSRC");
+    assert_eq!(word(16), 7 * 3000, "and the RTP time of the packet");
+    assert_eq!((word(20), word(24)), (1, 300), "one packet, 300 payload octets");
+    let ntp_secs = u64::from(word(8));
+    let unix_secs = ntp_secs - 2_208_988_800;
+    assert!(
+        unix_secs.abs_diff(before.as_secs()) <= 2,
+        "NTP time is the wall clock: {unix_secs} vs {}",
+        before.as_secs()
+    );
+}
