@@ -538,15 +538,37 @@ fn find_announced_track(description: &SessionDescription, request: &Request, par
     })
 }
 
-async fn play<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request: &Request) -> Reply {
-    let session = match existing_session(state, conn, request) {
-        Ok(s) => s,
-        Err(reply) => return reply,
-    };
-    let next = match session.state().play() {
-        Ok(s) => s,
-        Err(_) => return Reply::status(StatusCode::METHOD_NOT_VALID_IN_THIS_STATE),
-    };
+/// PLAY, RECORD and PAUSE: each moves an existing session to a new state if the handler agrees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Streaming {
+    Play,
+    Record,
+    Pause,
+}
+
+/// Finds the request's session, checks that `method` is valid in its state, and asks the handler.
+/// Returns the session, the state it moves to on success, and the handler's response.
+async fn call_streaming<H: Handler>(
+    state: &Rc<CoreState<H>>,
+    conn: &ServerConn,
+    request: &Request,
+    method: Streaming,
+) -> Result<(ServerSession, SessionState, Response), Reply> {
+    let session = existing_session(state, conn, request)?;
+    let current = session.state();
+    let next = match method {
+        Streaming::Play => current.play(),
+        Streaming::Record => current.record(),
+        Streaming::Pause => current.pause(),
+    }
+    .map_err(|_| Reply::status(StatusCode::METHOD_NOT_VALID_IN_THIS_STATE))?;
+    if method == Streaming::Record {
+        let announced = session.shared.announced.borrow().as_ref().map_or(0, |d| d.medias.len());
+        if session.shared.medias.borrow().len() != announced {
+            // Every announced media must be set up before recording.
+            return Err(Reply::status(StatusCode::METHOD_NOT_VALID_IN_THIS_STATE));
+        }
+    }
     let path = session.path();
     let query = session.shared.query.borrow().clone();
     let ctx = RequestContext {
@@ -556,7 +578,19 @@ async fn play<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request: 
         path: &path,
         query: query.as_deref(),
     };
-    let mut response = state.handler.on_play(&ctx).await;
+    let response = match method {
+        Streaming::Play => state.handler.on_play(&ctx).await,
+        Streaming::Record => state.handler.on_record(&ctx).await,
+        Streaming::Pause => state.handler.on_pause(&ctx).await,
+    };
+    Ok((session, next, response))
+}
+
+async fn play<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request: &Request) -> Reply {
+    let (session, next, mut response) = match call_streaming(state, conn, request, Streaming::Play).await {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
     if response.status != StatusCode::OK {
         return Reply::new(response);
     }
@@ -683,29 +717,10 @@ async fn start_udp_ingest<H: Handler>(state: &Rc<CoreState<H>>, session: &Server
 }
 
 async fn record<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request: &Request) -> Reply {
-    let session = match existing_session(state, conn, request) {
-        Ok(s) => s,
+    let (session, next, mut response) = match call_streaming(state, conn, request, Streaming::Record).await {
+        Ok(r) => r,
         Err(reply) => return reply,
     };
-    let next = match session.state().record() {
-        Ok(s) => s,
-        Err(_) => return Reply::status(StatusCode::METHOD_NOT_VALID_IN_THIS_STATE),
-    };
-    let announced = session.shared.announced.borrow().as_ref().map_or(0, |d| d.medias.len());
-    if session.shared.medias.borrow().len() != announced {
-        // Every announced media must be set up before recording.
-        return Reply::status(StatusCode::METHOD_NOT_VALID_IN_THIS_STATE);
-    }
-    let path = session.path();
-    let query = session.shared.query.borrow().clone();
-    let ctx = RequestContext {
-        conn,
-        session: Some(&session),
-        request,
-        path: &path,
-        query: query.as_deref(),
-    };
-    let mut response = state.handler.on_record(&ctx).await;
     if response.status == StatusCode::OK {
         if session.transport() == Some(TransportKind::Udp) {
             start_udp_ingest(state, &session).await;
@@ -721,24 +736,10 @@ async fn record<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request
 }
 
 async fn pause<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request: &Request) -> Reply {
-    let session = match existing_session(state, conn, request) {
-        Ok(s) => s,
+    let (session, next, mut response) = match call_streaming(state, conn, request, Streaming::Pause).await {
+        Ok(r) => r,
         Err(reply) => return reply,
     };
-    let next = match session.state().pause() {
-        Ok(s) => s,
-        Err(_) => return Reply::status(StatusCode::METHOD_NOT_VALID_IN_THIS_STATE),
-    };
-    let path = session.path();
-    let query = session.shared.query.borrow().clone();
-    let ctx = RequestContext {
-        conn,
-        session: Some(&session),
-        request,
-        path: &path,
-        query: query.as_deref(),
-    };
-    let mut response = state.handler.on_pause(&ctx).await;
     if response.status == StatusCode::OK {
         stop_reading(state, &session);
         session.shared.state.set(next);

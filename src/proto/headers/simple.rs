@@ -8,17 +8,19 @@ use crate::proto::Method;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CSeq(pub u32);
 
+/// Parses a plain decimal number (no sign, no inner spaces) for `header`.
+fn decimal<T: std::str::FromStr>(header: &'static str, value: &str) -> Result<T, HeaderError> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HeaderError::new(header, "not a decimal number"));
+    }
+    value.parse().map_err(|_| HeaderError::new(header, "too large"))
+}
+
 impl TypedHeader for CSeq {
     const NAME: &'static str = "CSeq";
     fn parse(value: &str) -> Result<Self, HeaderError> {
-        let value = value.trim();
-        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(HeaderError::new(Self::NAME, "not a decimal number"));
-        }
-        value
-            .parse()
-            .map(CSeq)
-            .map_err(|_| HeaderError::new(Self::NAME, "larger than 32 bits"))
+        decimal(Self::NAME, value).map(CSeq)
     }
     fn encode(&self) -> String {
         self.0.to_string()
@@ -124,14 +126,7 @@ pub struct ContentLength(pub u64);
 impl TypedHeader for ContentLength {
     const NAME: &'static str = "Content-Length";
     fn parse(value: &str) -> Result<Self, HeaderError> {
-        let value = value.trim();
-        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(HeaderError::new(Self::NAME, "not a decimal number"));
-        }
-        value
-            .parse()
-            .map(ContentLength)
-            .map_err(|_| HeaderError::new(Self::NAME, "too large"))
+        decimal(Self::NAME, value).map(ContentLength)
     }
     fn encode(&self) -> String {
         self.0.to_string()
