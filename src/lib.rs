@@ -7,6 +7,7 @@
 //! - [`fanout`]: the per-stream broadcast ring readers on every core share.
 //! - `runtime` (private): pinned glommio executors, SO_REUSEPORT sockets; the only `unsafe`.
 //! - [`server`]: the public server API, modelled on gortsplib's `Server`.
+//! - [`client`]: an RTSP client (play and record over TCP, UDP, multicast) for edge pull and loadgen.
 //!
 //! # Example
 //!
@@ -22,6 +23,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 pub mod fanout;
 pub mod proto;

@@ -468,3 +468,26 @@ fn the_first_sender_report_describes_the_packet_it_follows() {
         before.as_secs()
     );
 }
+
+#[test]
+fn options_with_a_session_header_keeps_a_udp_session_alive() {
+    let server = start_with(|c| c.idle_timeout = Duration::from_secs(1));
+    let addr = server.local_addr();
+    let mut publisher = publish_tcp(addr, "opt");
+    let (rtp, rtcp) = client_sockets();
+    let (mut control, session, _) = read_udp(addr, "opt", &rtp, &rtcp);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let r = control.request("OPTIONS", &format!("rtsp://{addr}/opt"), &[("Session", &session)], b"");
+        assert_eq!(r.status, 200);
+        send_frame(&mut publisher, &rtp_packet(1, b"tick"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    while rtp.recv(&mut [0u8; 2048]).is_ok() {}
+    send_frame(&mut publisher, &rtp_packet(2, b"still"));
+    assert_eq!(
+        receive_rtp(&rtp, 1).len(),
+        1,
+        "OPTIONS keepalives must keep the session"
+    );
+}

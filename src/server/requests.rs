@@ -144,7 +144,7 @@ async fn finish<H: Handler>(
 async fn dispatch<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request: &Request) -> Reply {
     let supported = |m: &Method| state.handler.supported_methods().contains(m);
     match &request.method {
-        Method::Options => options(state),
+        Method::Options => options(state, conn, request),
         Method::Describe if supported(&Method::Describe) => describe(state, conn, request).await,
         Method::Announce if supported(&Method::Announce) => announce(state, conn, request).await,
         Method::Setup if supported(&Method::Setup) => setup(state, conn, request).await,
@@ -160,7 +160,12 @@ async fn dispatch<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, reque
     }
 }
 
-fn options<H: Handler>(state: &CoreState<H>) -> Reply {
+fn options<H: Handler>(state: &CoreState<H>, conn: &ServerConn, request: &Request) -> Reply {
+    if request.headers.get("Session").is_some() {
+        // Some clients keep sessions alive with OPTIONS: refresh it (an unknown one is not an error
+        // for OPTIONS, which needs no session).
+        let _ = existing_session(state, conn, request);
+    }
     let handled = state.handler.supported_methods();
     let methods: Vec<Method> = Method::STANDARD
         .iter()
