@@ -491,3 +491,33 @@ fn options_with_a_session_header_keeps_a_udp_session_alive() {
         "OPTIONS keepalives must keep the session"
     );
 }
+
+#[test]
+fn a_udp_session_outlives_its_connection_and_any_new_connection_can_drive_it() {
+    let server = start_with(|_| {});
+    let addr = server.local_addr();
+    let mut publisher = publish_tcp(addr, "moving");
+    let (rtp, rtcp) = client_sockets();
+    let (control, session, _) = read_udp(addr, "moving", &rtp, &rtcp);
+    drop(control);
+    let url = format!("rtsp://{addr}/moving");
+    // New connections land on either core; each must reach the session wherever it lives.
+    for round in 0..8 {
+        let mut c = RawClient::connect(addr);
+        let r = c.request("GET_PARAMETER", &url, &[("Session", &session)], b"");
+        assert_eq!(r.status, 200, "keepalive from new connection {round}: {r:?}");
+        let r = c.request("OPTIONS", &url, &[("Session", &session)], b"");
+        assert_eq!(r.status, 200, "a second request on the moved connection {round}");
+    }
+    while rtp.recv(&mut [0u8; 2048]).is_ok() {}
+    send_frame(&mut publisher, &rtp_packet(5, b"still"));
+    assert_eq!(receive_rtp(&rtp, 1).len(), 1, "the reader still receives");
+    let mut c = RawClient::connect(addr);
+    assert_eq!(c.request("TEARDOWN", &url, &[("Session", &session)], b"").status, 200);
+    let mut c = RawClient::connect(addr);
+    assert_eq!(
+        c.request("PLAY", &url, &[("Session", &session)], b"").status,
+        454,
+        "torn down"
+    );
+}

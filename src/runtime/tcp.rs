@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -50,7 +50,25 @@ pub(crate) struct TcpReadHalf {
     stream: Rc<RefCell<TcpStream>>,
 }
 
+/// Turns a connected socket (for example one moved from another core) into a glommio stream on the
+/// calling executor.
+pub(crate) fn adopt_tcp_stream(fd: OwnedFd) -> TcpStream {
+    // SAFETY: `fd` is an owned, open, connected TCP socket; ownership moves into the stream, which
+    // closes it exactly once when dropped.
+    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}
+
 impl TcpReadHalf {
+    /// A second descriptor for the same socket, so the connection can move to another core while
+    /// this one's stream is dropped.
+    pub(crate) fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        let stream = self.stream.borrow();
+        // SAFETY: the stream owns this descriptor and keeps it open while `stream` is borrowed,
+        // which outlives the borrowed fd used only to duplicate it.
+        let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+        fd.try_clone_to_owned()
+    }
+
     /// Reads into `buf`; 0 means the peer closed its side.
     pub(crate) async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         poll_fn(|cx| {

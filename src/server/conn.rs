@@ -45,6 +45,30 @@ pub enum CloseReason {
     /// A socket error.
     #[error("I/O error: {0}")]
     Io(String),
+    /// The connection moved to another core, which owns the session its request named; the
+    /// handler of that core sees it open again.
+    #[error("moved to core {0}, which owns its session")]
+    MovedToCore(usize),
+}
+
+/// A connection arriving from another core: what it had buffered and the request to handle first.
+pub(crate) struct Arrival {
+    pub(crate) buffered: BytesMut,
+    pub(crate) request: crate::proto::rtsp::Request,
+    pub(crate) nonce: String,
+    pub(crate) user: Option<String>,
+}
+
+/// How a connection's reading loop ended.
+enum LoopEnd {
+    /// The connection closes, for this reason if one is given.
+    Close(Option<CloseReason>),
+    /// The connection moves to `core`, which owns the session `request` names.
+    Move {
+        core: usize,
+        request: crate::proto::rtsp::Request,
+        buffered: BytesMut,
+    },
 }
 
 /// State of one connection shared by its tasks, its sessions and the core.
@@ -65,6 +89,8 @@ pub(crate) struct ConnShared {
     /// The TCP session bound to this connection (at most one streams over it).
     pub(crate) tcp_session: RefCell<Option<String>>,
     pub(crate) last_request: Cell<Instant>,
+    /// Set while the connection moves to another core: its socket must not be shut down.
+    pub(crate) moving: Cell<bool>,
 }
 
 impl ConnShared {
@@ -123,7 +149,7 @@ impl ServerConn {
 }
 
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream: TcpStream) {
+pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream: TcpStream, arrival: Option<Arrival>) {
     let (remote_addr, local_addr) = match (stream.peer_addr(), stream.local_addr()) {
         (Ok(r), Ok(l)) => (r, l),
         (r, l) => {
@@ -140,11 +166,14 @@ pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream
         outbox: outbox.clone(),
         closing: CloseSignal::default(),
         close_reason: RefCell::new(None),
-        nonce: super::random_hex(16),
+        nonce: arrival
+            .as_ref()
+            .map_or_else(|| super::random_hex(16), |a| a.nonce.clone()),
         auth_methods: config.auth_methods.clone(),
-        user: RefCell::new(None),
+        user: RefCell::new(arrival.as_ref().and_then(|a| a.user.clone())),
         tcp_session: RefCell::new(None),
         last_request: Cell::new(Instant::now()),
+        moving: Cell::new(false),
     });
     let conn = ServerConn { shared: shared.clone() };
     state.conns.borrow_mut().insert(shared.id, shared.clone());
@@ -159,17 +188,40 @@ pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream
             if let Err(e) = drain_outbox(&shared.outbox, &write, write_timeout).await {
                 shared.close_with(CloseReason::WriteFailed(e.to_string()));
             }
-            write.shutdown().await;
+            if !shared.moving.get() {
+                write.shutdown().await;
+            }
         }
     });
 
-    let ended = futures_lite::future::or(read_loop(&state, &conn, &read), async {
+    let ended = futures_lite::future::or(read_loop(&state, &conn, &read, arrival), async {
         shared.closing.closed().await;
-        None
+        LoopEnd::Close(None)
     })
     .await;
-    if let Some(reason) = ended {
-        shared.close_with(reason);
+    let mut moving = None;
+    match ended {
+        LoopEnd::Close(Some(reason)) => shared.close_with(reason),
+        LoopEnd::Close(None) => {}
+        LoopEnd::Move {
+            core,
+            request,
+            buffered,
+        } => match read.try_clone_fd() {
+            Ok(fd) => {
+                shared.moving.set(true);
+                shared.close_with(CloseReason::MovedToCore(core));
+                let moved = Box::new(super::migrate::MovingConn {
+                    fd,
+                    buffered,
+                    request,
+                    nonce: shared.nonce.clone(),
+                    user: shared.user.borrow().clone(),
+                });
+                moving = Some((core, moved));
+            }
+            Err(e) => shared.close_with(CloseReason::Io(e.to_string())),
+        },
     }
     // Let queued responses (such as a final 400) reach the client, within the write timeout.
     outbox.close();
@@ -187,6 +239,16 @@ pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream
     if !flushed {
         tracing::debug!(conn = shared.id, "dropping unflushed output at close");
     }
+    if let Some((core, conn)) = moving {
+        // Earlier responses are flushed: the other core may write now.
+        if state.context.sessions().send(core, conn).is_err() {
+            tracing::warn!(
+                conn = shared.id,
+                core,
+                "the owning core's mailbox is full; closing the connection"
+            );
+        }
+    }
     state.sessions.connection_closed(&state, &shared);
     state.conns.borrow_mut().remove(&shared.id);
     let reason = shared
@@ -198,32 +260,51 @@ pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream
     state.handler.on_conn_close(&conn, &reason);
 }
 
-/// Reads and handles messages until the connection must close; returns why.
-async fn read_loop<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, read: &TcpReadHalf) -> Option<CloseReason> {
+/// Reads and handles messages until the connection must close (or move to another core).
+async fn read_loop<H: Handler>(
+    state: &Rc<CoreState<H>>,
+    conn: &ServerConn,
+    read: &TcpReadHalf,
+    arrival: Option<Arrival>,
+) -> LoopEnd {
     let mut decoder = Decoder::new(Limits::default());
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
+    if let Some(arrival) = arrival {
+        buf = arrival.buffered;
+        conn.shared.last_request.set(Instant::now());
+        if handle_request(state, conn, arrival.request).await == Next::Close {
+            return LoopEnd::Close(None);
+        }
+    }
     loop {
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(Message::Request(request))) => {
+                    if let Some(core) = owner_elsewhere(state, conn, &request) {
+                        return LoopEnd::Move {
+                            core,
+                            request,
+                            buffered: buf,
+                        };
+                    }
                     conn.shared.last_request.set(Instant::now());
                     if handle_request(state, conn, request).await == Next::Close {
-                        return None;
+                        return LoopEnd::Close(None);
                     }
                 }
                 Ok(Some(Message::Frame(frame))) => {
                     if handle_frame(state, conn, frame) == Next::Close {
-                        return None;
+                        return LoopEnd::Close(None);
                     }
                 }
                 Ok(Some(Message::Response(_))) => {
-                    return Some(CloseReason::Protocol("the client sent a response".into()));
+                    return LoopEnd::Close(Some(CloseReason::Protocol("the client sent a response".into())));
                 }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::info!(conn = conn.id(), remote = %conn.remote_addr(), error = %e, "malformed RTSP input");
-                    return Some(CloseReason::Protocol(e.to_string()));
+                    return LoopEnd::Close(Some(CloseReason::Protocol(e.to_string())));
                 }
             }
         }
@@ -239,13 +320,26 @@ async fn read_loop<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, read
             }
             None => read.read(&mut chunk).await,
         };
-        match n {
-            Ok(0) => return Some(CloseReason::ClientClosed),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Some(CloseReason::Timeout(timeout.unwrap_or_default()))
+        let reason = match n {
+            Ok(0) => CloseReason::ClientClosed,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                continue;
             }
-            Err(e) => return Some(CloseReason::Io(e.to_string())),
-        }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => CloseReason::Timeout(timeout.unwrap_or_default()),
+            Err(e) => CloseReason::Io(e.to_string()),
+        };
+        return LoopEnd::Close(Some(reason));
     }
+}
+
+/// The other core that owns the session a request names, when this connection should move there:
+/// it carries no TCP session of its own here, and the session is not on this core.
+fn owner_elsewhere<H>(state: &CoreState<H>, conn: &ServerConn, request: &crate::proto::rtsp::Request) -> Option<usize> {
+    use crate::proto::headers::{SessionHeader, TypedHeader};
+    let id = SessionHeader::parse(request.headers.get("Session")?).ok()?.id;
+    if conn.shared.tcp_session.borrow().is_some() || state.sessions.get(&id).is_some() {
+        return None;
+    }
+    state.context.sessions().owner(&id).filter(|core| *core != state.core)
 }

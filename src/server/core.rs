@@ -12,12 +12,13 @@ use std::pin::Pin;
 use glommio::sync::Gate;
 use glommio::{Latency, Shares};
 
-use super::conn::{serve_connection, ConnShared};
+use super::conn::{serve_connection, Arrival, ConnShared};
 use super::handler::Handler;
 use super::session::SessionRegistry;
 use super::udp::{run_ingest, run_receive, send_fanout, CoreUdp};
 use super::ServerContext;
 use crate::fanout::core::{CoreFanout, Drained};
+use crate::runtime::tcp::adopt_tcp_stream;
 use crate::runtime::{adopt_tcp_listener, adopt_udp, AdoptedDoorbell, Doorbell};
 
 /// What the lifecycle hands each core when it starts.
@@ -28,6 +29,8 @@ pub(crate) struct CoreStart {
     pub(crate) fanout_bell: Doorbell,
     /// Ends (reads end-of-stream) when the server closes.
     pub(crate) shutdown_bell: Doorbell,
+    /// Rung when a connection is moving onto this core (see `migrate`).
+    pub(crate) migration_bell: Doorbell,
     /// This core's UDP sockets, when UDP transport is enabled.
     pub(crate) udp: Option<CoreUdpStart>,
 }
@@ -116,6 +119,26 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
     let housekeeping_task = glommio::spawn_local(housekeeping(state.clone()));
     let connections = Gate::new();
     let mut shutdown = start.shutdown_bell.adopt();
+    let mut migration_bell = start.migration_bell.adopt();
+    let arrivals = async {
+        while migration_bell.rung().await {
+            while let Some(moving) = state.context.sessions().receive(core) {
+                let stream = adopt_tcp_stream(moving.fd);
+                let arrival = Arrival {
+                    buffered: moving.buffered,
+                    request: moving.request,
+                    nonce: moving.nonce,
+                    user: moving.user,
+                };
+                match connections.spawn(serve_connection(state.clone(), stream, Some(arrival))) {
+                    Ok(task) => {
+                        task.detach();
+                    }
+                    Err(e) => tracing::error!(core, error = %e, "cannot spawn a moved connection's task"),
+                }
+            }
+        }
+    };
     let accept = async {
         loop {
             match listener.accept().await {
@@ -123,7 +146,7 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
                     tracing::trace!(core, "accepted a connection");
                     let state = state.clone();
                     // A glommio task is cancelled when its handle drops: detach it, the gate tracks it.
-                    match connections.spawn(serve_connection(state, stream)) {
+                    match connections.spawn(serve_connection(state, stream, None)) {
                         Ok(task) => {
                             task.detach();
                         }
@@ -137,7 +160,8 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
             }
         }
     };
-    futures_lite::future::or(accept, async { while shutdown.rung().await {} }).await;
+    let accept_and_arrivals = futures_lite::future::or(accept, arrivals);
+    futures_lite::future::or(accept_and_arrivals, async { while shutdown.rung().await {} }).await;
     drop(listener);
     let open: Vec<Rc<ConnShared>> = state.conns.borrow().values().cloned().collect();
     for conn in open {
@@ -146,7 +170,7 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
     if let Err(e) = connections.close().await {
         tracing::warn!(core, error = %e, "waiting for connections to close");
     }
-    state.sessions.close_all(&state.handler);
+    state.sessions.close_all(&state.handler, &state.context);
     drop(fanout_task);
     drop(housekeeping_task);
     drop(udp_tasks);

@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use super::config::{ServerConfig, ServerConfigError};
 use super::core::{run_core, CoreStart, CoreUdpStart};
 use super::handler::Handler;
+use super::migrate::SessionDirectory;
 use super::udp::UdpShared;
 use super::ServerContext;
 use crate::fanout::stream::CoreBells;
@@ -132,12 +133,15 @@ impl Server {
         let mut fanout_ringers = Vec::with_capacity(cpus.len());
         let mut shutdown_ringers = Vec::with_capacity(cpus.len());
         let mut ingest_ringers = Vec::with_capacity(cpus.len());
+        let mut migration_ringers = Vec::with_capacity(cpus.len());
         let mut starts = Vec::with_capacity(cpus.len());
         for listener in listeners {
             let (fanout_ringer, fanout_bell) = doorbell().map_err(StartError::Runtime)?;
             let (shutdown_ringer, shutdown_bell) = doorbell().map_err(StartError::Runtime)?;
+            let (migration_ringer, migration_bell) = doorbell().map_err(StartError::Runtime)?;
             fanout_ringers.push(fanout_ringer);
             shutdown_ringers.push(shutdown_ringer);
+            migration_ringers.push(migration_ringer);
             let udp = match udp_fds.as_mut() {
                 Some((rtp, rtcp, _)) => {
                     let (ingest_ringer, ingest_bell) = doorbell().map_err(StartError::Runtime)?;
@@ -153,11 +157,19 @@ impl Server {
                 listener,
                 fanout_bell,
                 shutdown_bell,
+                migration_bell,
                 udp,
             })));
         }
         let udp_shared = udp_fds.map(|(_, _, ports)| Arc::new(UdpShared::new(ports, CoreBells::new(ingest_ringers))));
-        let context = ServerContext::new(config, local_addr, Arc::new(CoreBells::new(fanout_ringers)), udp_shared);
+        let directory = SessionDirectory::new(CoreBells::new(migration_ringers));
+        let context = ServerContext::new(
+            config,
+            local_addr,
+            Arc::new(CoreBells::new(fanout_ringers)),
+            udp_shared,
+            directory,
+        );
         let starts = Arc::new(starts);
         let make_handler = Arc::new(make_handler);
         let pool = CorePool::spawn("shardcast", &cpus, {

@@ -10,6 +10,7 @@ mod conn;
 mod core;
 mod handler;
 mod lifecycle;
+mod migrate;
 mod multicast;
 mod receiver;
 mod requests;
@@ -50,6 +51,7 @@ struct ContextInner {
     bells: Arc<CoreBells>,
     udp: Option<Arc<udp::UdpShared>>,
     multicast: Option<multicast::MulticastShared>,
+    sessions: migrate::SessionDirectory,
 }
 
 impl std::fmt::Debug for ServerContext {
@@ -66,6 +68,7 @@ impl ServerContext {
         local_addr: SocketAddr,
         bells: Arc<CoreBells>,
         udp: Option<Arc<udp::UdpShared>>,
+        sessions: migrate::SessionDirectory,
     ) -> ServerContext {
         let multicast = match (
             &config.multicast_ip_range,
@@ -82,8 +85,13 @@ impl ServerContext {
                 bells,
                 udp,
                 multicast,
+                sessions,
             }),
         }
+    }
+
+    pub(crate) fn sessions(&self) -> &migrate::SessionDirectory {
+        &self.inner.sessions
     }
 
     pub(crate) fn multicast(&self) -> Option<&multicast::MulticastShared> {

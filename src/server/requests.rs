@@ -260,6 +260,7 @@ fn new_session<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn) -> Serve
     let session = state
         .sessions
         .create(&conn.shared, Liveness::new(Instant::now(), config.idle_timeout));
+    state.context.sessions().insert(session.id(), state.core);
     state.handler.on_session_open(&session, conn);
     session
 }

@@ -197,6 +197,7 @@ impl SessionRegistry {
         if self.sessions.borrow_mut().remove(&session.shared.id).is_none() {
             return;
         }
+        state.context.sessions().remove(&session.shared.id);
         stop_reading(state, session);
         if let Some(udp) = state.udp.as_ref() {
             udp.forget_session(&session.shared.id);
@@ -265,9 +266,10 @@ impl SessionRegistry {
     }
 
     /// Closes every session (server shutdown).
-    pub(crate) fn close_all<H: Handler>(&self, handler: &H) {
+    pub(crate) fn close_all<H: Handler>(&self, handler: &H, context: &super::ServerContext) {
         let all: Vec<Rc<SessionShared>> = self.sessions.borrow_mut().drain().map(|(_, s)| s).collect();
         for shared in all {
+            context.sessions().remove(&shared.id);
             let session = ServerSession { shared };
             session.shared.on_packet.borrow_mut().take();
             handler.on_session_close(&session, &SessionCloseReason::ServerClosed);
