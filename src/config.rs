@@ -4,9 +4,11 @@
 //! multicast range and ports all or none, with the same parity rule.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::proto::auth::AuthMethod;
 use crate::server::{MulticastRange, ServerConfig, ServerConfigError};
 
 /// The configuration compiled into the binary, used when no file is given.
@@ -39,6 +41,29 @@ pub struct ServerSection {
     pub multicast_rtp_port: Option<u16>,
     /// Multicast RTCP port (RTP + 1).
     pub multicast_rtcp_port: Option<u16>,
+    /// How long a publisher may send nothing (`10s`).
+    #[serde(default, with = "humantime_serde")]
+    pub read_timeout: Option<Duration>,
+    /// How long a write may stay blocked (`10s`).
+    #[serde(default, with = "humantime_serde")]
+    pub write_timeout: Option<Duration>,
+    /// How long an idle connection or UDP reader lives without a sign of life (`60s`).
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// Receive buffer of each UDP socket in bytes; start fails if the OS would clamp it.
+    pub udp_read_buffer_size: Option<usize>,
+    /// Packets queued per TCP reader before it loses packets (a power of two).
+    pub write_queue_size: Option<usize>,
+    /// Largest RTP/RTCP packet in bytes (64..=1472).
+    pub max_packet_size: Option<usize>,
+    /// Do not send RTCP sender reports to readers.
+    #[serde(default)]
+    pub disable_rtcp_sender_reports: bool,
+    /// CPUs to run one executor on each (default: every CPU the process may use).
+    pub cpus: Option<Vec<usize>>,
+    /// Authentication methods offered: `basic`, `digest_md5`, `digest_sha256`.
+    #[serde(default, deserialize_with = "de_auth_methods")]
+    pub auth_methods: Option<Vec<AuthMethod>>,
 }
 
 /// The `[metrics]` table.
@@ -84,8 +109,36 @@ impl ServerSection {
         config.multicast_ip_range = self.multicast_ip_range;
         config.multicast_rtp_port = self.multicast_rtp_port;
         config.multicast_rtcp_port = self.multicast_rtcp_port;
+        if let Some(t) = self.read_timeout {
+            config.read_timeout = t;
+        }
+        if let Some(t) = self.write_timeout {
+            config.write_timeout = t;
+        }
+        if let Some(t) = self.idle_timeout {
+            config.idle_timeout = t;
+        }
+        config.udp_read_buffer_size = self.udp_read_buffer_size;
+        if let Some(n) = self.write_queue_size {
+            config.write_queue_size = n;
+        }
+        if let Some(n) = self.max_packet_size {
+            config.max_packet_size = n;
+        }
+        config.disable_rtcp_sender_reports = self.disable_rtcp_sender_reports;
+        config.cpus = self.cpus.clone();
+        if let Some(methods) = &self.auth_methods {
+            config.auth_methods = methods.clone();
+        }
         config
     }
+}
+
+fn de_auth_methods<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<AuthMethod>>, D::Error> {
+    let names: Option<Vec<String>> = Option::deserialize(d)?;
+    names
+        .map(|names| names.iter().map(|n| n.parse().map_err(serde::de::Error::custom)).collect())
+        .transpose()
 }
 
 fn de_multicast_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<MulticastRange>, D::Error> {
@@ -130,6 +183,35 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_library_setting_can_be_set_from_the_file() {
+        let c = Config::from_toml(
+            "[server]\nrtsp_address='0.0.0.0:1'\nread_timeout='5s'\nwrite_timeout='2s'\nidle_timeout='1m'\n\
+             udp_read_buffer_size=1048576\nwrite_queue_size=512\nmax_packet_size=1200\n\
+             disable_rtcp_sender_reports=true\ncpus=[0]\nauth_methods=['digest_sha256']",
+        )
+        .unwrap()
+        .server
+        .to_server_config();
+        assert_eq!(c.read_timeout, Duration::from_secs(5));
+        assert_eq!(c.write_timeout, Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!((c.udp_read_buffer_size, c.write_queue_size, c.max_packet_size), (Some(1 << 20), 512, 1200));
+        assert!(c.disable_rtcp_sender_reports);
+        assert_eq!(c.cpus, Some(vec![0]));
+        assert_eq!(c.auth_methods, vec![AuthMethod::DigestSha256]);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Config::from_toml("[server]\nrtsp_address='0.0.0.0:1'\nidle_timeout='soon'").unwrap_err();
+        assert!(e.to_string().contains("idle_timeout"), "{e}");
+        let e = Config::from_toml("[server]\nrtsp_address='0.0.0.0:1'\nauth_methods=['ntlm']").unwrap_err();
+        assert!(e.to_string().contains("auth_methods"), "{e}");
+        let e = Config::from_toml("[server]\nrtsp_address='0.0.0.0:1'\nwrite_queue_size=100").unwrap_err();
+        assert!(e.to_string().contains("write_queue_size"), "{e}");
     }
 
     #[test]
