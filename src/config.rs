@@ -137,7 +137,12 @@ impl ServerSection {
 fn de_auth_methods<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<AuthMethod>>, D::Error> {
     let names: Option<Vec<String>> = Option::deserialize(d)?;
     names
-        .map(|names| names.iter().map(|n| n.parse().map_err(serde::de::Error::custom)).collect())
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| n.parse().map_err(serde::de::Error::custom))
+                .collect()
+        })
         .transpose()
 }
 
@@ -198,7 +203,10 @@ mod tests {
         assert_eq!(c.read_timeout, Duration::from_secs(5));
         assert_eq!(c.write_timeout, Duration::from_secs(2));
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
-        assert_eq!((c.udp_read_buffer_size, c.write_queue_size, c.max_packet_size), (Some(1 << 20), 512, 1200));
+        assert_eq!(
+            (c.udp_read_buffer_size, c.write_queue_size, c.max_packet_size),
+            (Some(1 << 20), 512, 1200)
+        );
         assert!(c.disable_rtcp_sender_reports);
         assert_eq!(c.cpus, Some(vec![0]));
         assert_eq!(c.auth_methods, vec![AuthMethod::DigestSha256]);

@@ -15,8 +15,8 @@ use super::outbox::{Outbox, Outgoing, PushError};
 use super::ring::{PacketMeta, ReadOutcome, RingReader};
 use super::stream::StreamShared;
 
-/// Packets read per stream before the drain gives other tasks a turn.
-const DRAIN_BUDGET: usize = 256;
+/// Most packets read per stream before the drain gives other tasks a turn.
+const MAX_DRAIN_BUDGET: usize = 256;
 
 /// Bytes carved per arena refill: packets are sliced out of one allocation, which is reclaimed
 /// (not reallocated) once every reader has written the packets it holds.
@@ -178,6 +178,7 @@ pub(crate) enum Drained {
 /// The fan-out state of one core.
 pub(crate) struct CoreFanout {
     core: usize,
+    budget: usize,
     streams: RefCell<Vec<LocalStream>>,
     next_id: Cell<u64>,
     scratch: RefCell<Vec<u8>>,
@@ -188,7 +189,17 @@ pub(crate) struct CoreFanout {
 impl CoreFanout {
     /// The fan-out of core `core`.
     pub(crate) fn new(core: usize) -> CoreFanout {
+        Self::with_queue_size(core, MAX_DRAIN_BUDGET * 2)
+    }
+
+    /// The fan-out of core `core` whose TCP readers queue up to `write_queue_size` packets.
+    ///
+    /// A drain pass moves at most half a queue's worth of packets per stream before yielding, so
+    /// writers empty the queues between passes and a backlog waits in the ring (which is much
+    /// larger) instead of overflowing the queues of readers that keep up.
+    pub(crate) fn with_queue_size(core: usize, write_queue_size: usize) -> CoreFanout {
         CoreFanout {
+            budget: (write_queue_size / 2).clamp(1, MAX_DRAIN_BUDGET),
             core,
             streams: RefCell::new(Vec::new()),
             next_id: Cell::new(0),
@@ -284,7 +295,7 @@ impl CoreFanout {
             if scratch.len() < local.cursor.slot_len() {
                 scratch.resize(local.cursor.slot_len(), 0);
             }
-            if drain_stream(local, &mut scratch, &mut arena, &mut udp_out) == Drained::More {
+            if drain_stream(local, self.budget, &mut scratch, &mut arena, &mut udp_out) == Drained::More {
                 // Still behind: put the flag back so the next pass reads this stream again.
                 local.shared.mark_pending(self.core);
                 result = Drained::More;
@@ -302,11 +313,12 @@ impl CoreFanout {
 
 fn drain_stream(
     local: &mut LocalStream,
+    budget: usize,
     scratch: &mut [u8],
     arena: &mut BytesMut,
     udp_out: &mut Vec<UdpSend>,
 ) -> Drained {
-    for _ in 0..DRAIN_BUDGET {
+    for _ in 0..budget {
         match local.cursor.read(scratch) {
             ReadOutcome::Packet { len, meta, .. } => {
                 let payload = copy_into_arena(arena, &scratch[..len]);

@@ -182,7 +182,8 @@ pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream
 
     let (read, write) = split(stream);
     let write_timeout = config.write_timeout;
-    let writer = glommio::spawn_local({
+    // The writer delivers packets: it runs in the data-plane queue, beside the fan-out that feeds it.
+    let writer_future = {
         let shared = shared.clone();
         async move {
             if let Err(e) = drain_outbox(&shared.outbox, &write, write_timeout).await {
@@ -192,7 +193,14 @@ pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream
                 write.shutdown().await;
             }
         }
-    });
+    };
+    let writer = match glommio::spawn_local_into(writer_future, state.data_plane) {
+        Ok(task) => task,
+        Err(e) => {
+            tracing::error!(conn = shared.id, error = %e, "cannot start the connection's writer");
+            return;
+        }
+    };
 
     let ended = futures_lite::future::or(read_loop(&state, &conn, &read, arrival), async {
         shared.closing.closed().await;

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use glommio::sync::Gate;
-use glommio::{Latency, Shares};
+use glommio::{Latency, Shares, TaskQueueHandle};
 
 use super::conn::{serve_connection, Arrival, ConnShared};
 use super::handler::Handler;
@@ -51,6 +51,8 @@ pub(crate) struct CoreState<H> {
     pub(crate) sessions: SessionRegistry,
     pub(crate) conns: RefCell<HashMap<u64, Rc<ConnShared>>>,
     pub(crate) udp: Option<CoreUdp>,
+    /// The task queue of packet work: fan-out, UDP, and connections' writers.
+    pub(crate) data_plane: TaskQueueHandle,
     next_conn_id: Cell<u64>,
 }
 
@@ -86,20 +88,22 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
         }
         _ => (None, None),
     };
+    // The data plane runs in its own latency-sensitive task queue, so a burst of RTSP requests
+    // (SETUP storms, slow handlers) is interleaved with packet work instead of delaying it.
+    let data_plane =
+        glommio::executor().create_task_queue(Shares::Static(1000), Latency::Matters(DATA_PLANE_LATENCY), "data-plane");
+    let write_queue_size = context.config().write_queue_size;
     let state = Rc::new(CoreState {
         core,
         context,
         handler,
-        fanout: CoreFanout::new(core),
+        fanout: CoreFanout::with_queue_size(core, write_queue_size),
+        data_plane,
         sessions: SessionRegistry::default(),
         conns: RefCell::new(HashMap::new()),
         udp,
         next_conn_id: Cell::new(0),
     });
-    // The data plane runs in its own latency-sensitive task queue, so a burst of RTSP requests
-    // (SETUP storms, slow handlers) is interleaved with packet work instead of delaying it.
-    let data_plane =
-        glommio::executor().create_task_queue(Shares::Static(1000), Latency::Matters(DATA_PLANE_LATENCY), "data-plane");
     let spawn_data = |future: Pin<Box<dyn Future<Output = ()>>>| {
         // The queue was created just above, so spawning into it cannot fail short of a glommio bug.
         glommio::spawn_local_into(future, data_plane).unwrap_or_else(|e| {
