@@ -7,9 +7,7 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-#[allow(dead_code)] // each test binary uses a different subset of the relay
-#[path = "../examples/relay/handler.rs"]
-mod relay;
+use common::relay_fixtures::relay;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

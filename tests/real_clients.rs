@@ -3,9 +3,7 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-#[allow(dead_code)] // each user of the relay needs a different part
-#[path = "../examples/relay/handler.rs"]
-mod relay;
+use common::relay_fixtures::relay;
 
 use std::time::Duration;
 

@@ -2,25 +2,16 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-#[allow(dead_code)] // each user of the relay needs a different part
-#[path = "../examples/relay/handler.rs"]
-mod relay;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::relay_fixtures::{publish_tcp, rtp_packet, send_frame, start_relay, H264_AAC_SDP};
 use common::{eventually, RawClient, Received};
 use shardcast::server::{Server, ServerConfig};
 
-const SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=test\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
-m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:streamid=0\r\n\
-m=audio 0 RTP/AVP 97\r\na=rtpmap:97 MPEG4-GENERIC/44100/2\r\na=control:streamid=1\r\n";
-
 fn start_with(config: impl FnOnce(&mut ServerConfig)) -> Server {
-    let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap());
-    config(&mut c);
-    let paths = relay::Paths::default();
-    Server::start(c, move |ctx, _| relay::Relay::new(ctx, paths.clone())).expect("server starts")
+    start_relay(config).0
 }
 
 fn start() -> Server {
@@ -31,47 +22,9 @@ fn url(addr: SocketAddr, path: &str) -> String {
     format!("rtsp://{addr}/{path}")
 }
 
-/// A publisher on `path` over TCP, recording, with its session id.
+/// A publisher of H.264 + AAC on `path` over TCP, recording, with its session id.
 fn publish(addr: SocketAddr, path: &str) -> (RawClient, String) {
-    let mut c = RawClient::connect(addr);
-    let base = url(addr, path);
-    let r = c.request(
-        "ANNOUNCE",
-        &base,
-        &[("Content-Type", "application/sdp")],
-        SDP.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "ANNOUNCE: {r:?}");
-    let session = r.header("Session").unwrap().split(';').next().unwrap().to_owned();
-    for (i, ch) in ["0-1", "2-3"].iter().enumerate() {
-        let t = format!("RTP/AVP/TCP;unicast;interleaved={ch};mode=record");
-        let r = c.request(
-            "SETUP",
-            &format!("{base}/streamid={i}"),
-            &[("Transport", &t), ("Session", &session)],
-            b"",
-        );
-        assert_eq!(r.status, 200, "SETUP {i}: {r:?}");
-    }
-    let r = c.request("RECORD", &base, &[("Session", &session)], b"");
-    assert_eq!(r.status, 200, "RECORD: {r:?}");
-    (c, session)
-}
-
-fn rtp_packet(seq: u16, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80, 96];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
-}
-
-fn send_frame(c: &mut RawClient, channel: u8, payload: &[u8]) {
-    let mut f = vec![b'$', channel];
-    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    f.extend_from_slice(payload);
-    c.send_raw(&f);
+    publish_tcp(addr, path, H264_AAC_SDP)
 }
 
 /// A reader of `path` over TCP that has set up the video track and sent PLAY.

@@ -3,39 +3,20 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-#[allow(dead_code)] // each user of the relay needs a different part
-#[path = "../examples/relay/handler.rs"]
-mod relay;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use common::relay_fixtures::{self, rtp_packet, session_of, start_relay, with_udp, H264_SDP};
 use common::{eventually, ffmpeg_publish, ffmpeg_read, gst_read, RawClient, Received};
 use shardcast::server::{Server, ServerConfig};
 
-const SDP: &str = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=test\r\nt=0 0\r\n\
-m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:streamid=0\r\n";
-
 fn start_with(config: impl FnOnce(&mut ServerConfig)) -> Server {
-    let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap());
-    c.rtp_address = Some("127.0.0.1:0".parse().unwrap());
-    c.rtcp_address = Some("127.0.0.1:0".parse().unwrap());
-    config(&mut c);
-    let paths = relay::Paths::default();
-    Server::start(c, move |ctx, _| relay::Relay::new(ctx, paths.clone())).expect("server starts")
-}
-
-fn rtp_packet(seq: u16, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0x80, 96];
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
-}
-
-fn session_of(r: &common::RawResponse) -> String {
-    r.header("Session").unwrap().split(';').next().unwrap().to_owned()
+    start_relay(|c| {
+        with_udp(c);
+        config(c);
+    })
+    .0
 }
 
 /// Two client sockets (RTP, RTCP) on 127.0.0.1.
@@ -58,33 +39,12 @@ fn ports(rtp: &UdpSocket, rtcp: &UdpSocket) -> String {
 
 /// A TCP publisher of one H.264 track on `path`.
 fn publish_tcp(addr: SocketAddr, path: &str) -> RawClient {
-    let mut c = RawClient::connect(addr);
-    let base = format!("rtsp://{addr}/{path}");
-    let r = c.request(
-        "ANNOUNCE",
-        &base,
-        &[("Content-Type", "application/sdp")],
-        SDP.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    let session = session_of(&r);
-    let t = "RTP/AVP/TCP;unicast;interleaved=0-1;mode=record";
-    let r = c.request(
-        "SETUP",
-        &format!("{base}/streamid=0"),
-        &[("Transport", t), ("Session", &session)],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(c.request("RECORD", &base, &[("Session", &session)], b"").status, 200);
-    c
+    relay_fixtures::publish_tcp(addr, path, H264_SDP).0
 }
 
+/// Sends an RTP packet on the publisher's video channel.
 fn send_frame(c: &mut RawClient, payload: &[u8]) {
-    let mut f = vec![b'$', 0];
-    f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    f.extend_from_slice(payload);
-    c.send_raw(&f);
+    relay_fixtures::send_frame(c, 0, payload);
 }
 
 /// A UDP reader of `path`: SETUP with client ports, PLAY. Returns the control connection, the
@@ -263,7 +223,7 @@ fn a_udp_publisher_gets_nat_opening_packets_and_its_rtp_reaches_readers() {
         "ANNOUNCE",
         &base,
         &[("Content-Type", "application/sdp")],
-        SDP.as_bytes(),
+        H264_SDP.as_bytes(),
     );
     let session = session_of(&r);
     let t = format!("RTP/AVP;unicast;client_port={};mode=record", ports(&rtp, &rtcp));
@@ -320,15 +280,7 @@ fn ffmpeg_publishes_over_udp_and_ffmpeg_and_gstreamer_read_over_udp() {
 
 #[test]
 fn udp_publisher_loss_and_reordering_are_reported_exactly_and_answered_with_a_receiver_report() {
-    let paths = relay::Paths::default();
-    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
-    config.rtp_address = Some("127.0.0.1:0".parse().unwrap());
-    config.rtcp_address = Some("127.0.0.1:0".parse().unwrap());
-    let server = Server::start(config, {
-        let paths = paths.clone();
-        move |ctx, _| relay::Relay::new(ctx, paths.clone())
-    })
-    .unwrap();
+    let (server, paths) = start_relay(with_udp);
     let addr = server.local_addr();
     let (server_rtp, _) = server.context().udp_server_ports().unwrap();
     let (rtp, rtcp) = client_sockets();
@@ -338,7 +290,7 @@ fn udp_publisher_loss_and_reordering_are_reported_exactly_and_answered_with_a_re
         "ANNOUNCE",
         &base,
         &[("Content-Type", "application/sdp")],
-        SDP.as_bytes(),
+        H264_SDP.as_bytes(),
     );
     let session = session_of(&r);
     let t = format!("RTP/AVP;unicast;client_port={};mode=record", ports(&rtp, &rtcp));

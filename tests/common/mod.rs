@@ -3,6 +3,8 @@
 //! when the test ends, pass or fail.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod relay_fixtures;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
