@@ -473,3 +473,48 @@ fn a_udp_session_outlives_its_connection_and_any_new_connection_can_drive_it() {
         "torn down"
     );
 }
+
+#[test]
+fn a_reader_that_joins_later_gets_a_sender_report_with_its_first_packets() {
+    let server = start_with(|_| {});
+    let addr = server.local_addr();
+    let mut publisher = publish_tcp(addr, "late");
+    let base = format!("rtsp://{addr}/late");
+    let play = |seq_hint: u16| {
+        let mut reader = RawClient::connect(addr);
+        let r = reader.request(
+            "SETUP",
+            &format!("{base}/trackID=0"),
+            &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+            b"",
+        );
+        let session = session_of(&r);
+        let r = reader.request("PLAY", &base, &[("Session", &session)], b"");
+        assert_eq!(r.status, 200, "reader {seq_hint}");
+        reader
+    };
+    let mut early = play(0);
+    for seq in 0..5 {
+        send_frame(&mut publisher, &rtp_packet(seq, b"early"));
+    }
+    let mut got_report = false;
+    for _ in 0..6 {
+        if let Received::Frame { channel: 1, .. } = early.receive() {
+            got_report = true;
+        }
+    }
+    assert!(
+        got_report,
+        "the first reader gets a sender report after the first packet"
+    );
+    // Well inside the 10 s period: only joining can make the next report come now.
+    let mut late = play(5);
+    send_frame(&mut publisher, &rtp_packet(5, b"late"));
+    let Received::Frame { channel: 0, .. } = late.receive() else {
+        panic!("the packet first")
+    };
+    let Received::Frame { channel: 1, payload } = late.receive() else {
+        panic!("a reader that joined late must get a sender report with its first packet")
+    };
+    assert_eq!(payload[1], 200);
+}

@@ -236,6 +236,7 @@ impl CoreFanout {
                 streams.len() - 1
             }
         };
+        stream.want_sender_report();
         let local = &mut streams[index];
         let is_udp = matches!(reader, Reader::Udp(_));
         local.readers.push((id, reader));

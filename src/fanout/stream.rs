@@ -55,6 +55,9 @@ pub(crate) struct StreamShared {
     bells: Arc<CoreBells>,
     counters: Counters,
     closed: AtomicBool,
+    /// A reader joined: the next packet of each track (bit per track; tracks past 63 share the
+    /// last bit) should be followed by a sender report.
+    sender_report_wanted: AtomicU64,
 }
 
 impl std::fmt::Debug for StreamShared {
@@ -77,6 +80,7 @@ impl StreamShared {
             bells,
             counters: Counters::default(),
             closed: AtomicBool::new(false),
+            sender_report_wanted: AtomicU64::new(0),
         })
     }
 
@@ -109,6 +113,18 @@ impl StreamShared {
                 self.bells.ring(core);
             }
         }
+    }
+
+    /// Asks for a sender report after the next packet, so a reader that just joined need not wait
+    /// for the periodic one to map RTP time to wall clock.
+    pub(crate) fn want_sender_report(&self) {
+        self.sender_report_wanted.store(u64::MAX, Ordering::Release);
+    }
+
+    /// Whether a sender report of `track` was asked for since the last call for that track.
+    pub(crate) fn take_sender_report_wanted(&self, track: usize) -> bool {
+        let bit = 1u64 << track.min(63);
+        self.sender_report_wanted.fetch_and(!bit, Ordering::AcqRel) & bit != 0
     }
 
     /// Registers a reader on `core` and returns a cursor at the next packet to be written.

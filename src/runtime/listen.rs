@@ -14,6 +14,7 @@ const LISTEN_BACKLOG: i32 = 4096;
 /// The first socket binds `addr` as given; when its port is 0 the others bind the port the kernel
 /// chose, so every core listens on one address.
 pub(crate) fn bind_tcp_reuseport(addr: SocketAddr, count: usize) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
+    ensure_port_free(addr, Type::STREAM)?;
     let mut fds = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {
@@ -34,6 +35,32 @@ pub(crate) fn bind_tcp_reuseport(addr: SocketAddr, count: usize) -> io::Result<(
     Ok((fds, bound))
 }
 
+/// Fails with `AddrInUse` when another socket already holds `addr`.
+///
+/// SO_REUSEPORT lets a second server of the same user bind the same port and silently take half
+/// of the connections, so a probe without it checks first that the port is really free. Port 0
+/// needs no check.
+pub(crate) fn ensure_port_free(addr: SocketAddr, kind: Type) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), kind, None)?;
+    if kind == Type::STREAM {
+        // Sockets in TIME_WAIT from a previous run must not count as in use.
+        probe.set_reuse_address(true)?;
+    }
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{addr} is already in use (another server?)"),
+            )
+        } else {
+            e
+        }
+    })
+}
+
 /// Turns a listener made by [`bind_tcp_reuseport`] into a glommio listener on the calling executor.
 pub(crate) fn adopt_tcp_listener(fd: OwnedFd) -> glommio::net::TcpListener {
     // SAFETY: `fd` is an owned, open, listening TCP socket (made by `bind_tcp_reuseport`); ownership
@@ -43,6 +70,13 @@ pub(crate) fn adopt_tcp_listener(fd: OwnedFd) -> glommio::net::TcpListener {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_second_server_on_the_same_port_is_refused_even_with_reuseport() {
+        let (_first, addr) = super::bind_tcp_reuseport("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let second = super::bind_tcp_reuseport(addr, 2);
+        assert_eq!(second.err().map(|e| e.kind()), Some(std::io::ErrorKind::AddrInUse));
+    }
+
     use super::*;
 
     #[test]

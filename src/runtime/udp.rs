@@ -42,6 +42,7 @@ pub(crate) fn bind_udp_reuseport(
     recv_buffer: Option<usize>,
     send_buffer: Option<usize>,
 ) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
+    super::listen::ensure_port_free(addr, Type::DGRAM)?;
     let mut fds = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count {

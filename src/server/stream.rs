@@ -186,7 +186,7 @@ impl ServerStream {
             });
             clock.packets = clock.packets.wrapping_add(1);
             clock.octets = clock.octets.wrapping_add(view.payload().len() as u32);
-            self.sender_report_due(clock, now)
+            self.sender_report_due(track, clock, now)
         };
         self.push(track, false, packet)?;
         if let Some(report) = report {
@@ -251,12 +251,13 @@ impl ServerStream {
         })
     }
 
-    fn sender_report_due(&self, clock: &mut TrackClock, now: Instant) -> Option<Vec<u8>> {
+    fn sender_report_due(&self, track: usize, clock: &mut TrackClock, now: Instant) -> Option<Vec<u8>> {
         if !self.inner.sender_reports {
             return None;
         }
+        let joined = self.inner.shared.take_sender_report_wanted(track);
         match clock.next_sender_report {
-            Some(due) if now < due => return None,
+            Some(due) if now < due && !joined => return None,
             _ => clock.next_sender_report = Some(now + SENDER_REPORT_INTERVAL),
         }
         let last = clock.last?;
