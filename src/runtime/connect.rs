@@ -46,9 +46,15 @@ pub(crate) async fn connect_tcp(
     Ok((read, write, local))
 }
 
-/// Gives other tasks of the executor a turn if this one has run for its share.
+/// Gives other tasks a turn if this one has run for its share.
+///
+/// A task-level yield: the executor still switches queues between tasks when preemption is due.
+/// glommio's own `yield_if_needed` yields the whole task queue, which left a server core's data
+/// plane stalled for seconds under CPU contention (see runtime/udp.rs).
 pub(crate) async fn yield_if_needed() {
-    glommio::yield_if_needed().await;
+    if glommio::executor().need_preempt() {
+        futures_lite::future::yield_now().await;
+    }
 }
 
 /// Sleeps for `duration` on the executor's timer.

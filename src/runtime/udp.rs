@@ -207,9 +207,6 @@ impl UdpSocket {
                 }
                 Err(e) => return Err(e),
             }
-            if next < count {
-                glommio::yield_if_needed().await;
-            }
         }
         Ok(sent)
     }
@@ -257,7 +254,10 @@ impl UdpSocket {
     /// Returns the number of datagrams; read them with [`RecvBatch::packet`]. ICMP errors queued on
     /// the socket by earlier sends are skipped.
     pub(crate) async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        glommio::yield_if_needed().await;
+        // Let the other tasks of this queue run between batches. A plain task yield, not glommio's
+        // yield_if_needed: yielding the whole task queue there left a core's data plane stalled for
+        // seconds under CPU contention (tests/udp_scale.rs found it).
+        futures_lite::future::yield_now().await;
         loop {
             match batch.recvmmsg_dontwait(self.fd) {
                 Ok(n) => return Ok(n),

@@ -89,6 +89,8 @@ pub(crate) struct ConnShared {
     /// The TCP session bound to this connection (at most one streams over it).
     pub(crate) tcp_session: RefCell<Option<String>>,
     pub(crate) last_request: Cell<Instant>,
+    /// When bytes last arrived, for the watchdog's read and idle timeouts.
+    pub(crate) last_read: Cell<Instant>,
     /// Set while the connection moves to another core: its socket must not be shut down.
     pub(crate) moving: Cell<bool>,
 }
@@ -173,6 +175,7 @@ pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream
         user: RefCell::new(arrival.as_ref().and_then(|a| a.user.clone())),
         tcp_session: RefCell::new(None),
         last_request: Cell::new(Instant::now()),
+        last_read: Cell::new(Instant::now()),
         moving: Cell::new(false),
     });
     let conn = ServerConn { shared: shared.clone() };
@@ -202,7 +205,11 @@ pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream
         }
     };
 
-    let ended = futures_lite::future::or(read_loop(&state, &conn, &read, arrival), async {
+    let reading = futures_lite::future::or(read_loop(&state, &conn, &read, arrival), async {
+        watchdog(&state, &conn).await;
+        LoopEnd::Close(None)
+    });
+    let ended = futures_lite::future::or(reading, async {
         shared.closing.closed().await;
         LoopEnd::Close(None)
     })
@@ -316,28 +323,40 @@ async fn read_loop<H: Handler>(
                 }
             }
         }
-        let timeout = super::requests::read_timeout(state, conn);
-        let n = match timeout {
-            Some(t) => {
-                let read = read.read(&mut chunk);
-                let expire = async {
-                    glommio::timer::sleep(t).await;
-                    Err(std::io::ErrorKind::TimedOut.into())
-                };
-                futures_lite::future::or(read, expire).await
-            }
-            None => read.read(&mut chunk).await,
-        };
+        // No timer per read (it would allocate for every read of a publisher's socket): the
+        // connection's watchdog enforces the read and idle timeouts.
+        let n = read.read(&mut chunk).await;
+        conn.shared.last_read.set(Instant::now());
         let reason = match n {
             Ok(0) => CloseReason::ClientClosed,
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 continue;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => CloseReason::Timeout(timeout.unwrap_or_default()),
             Err(e) => CloseReason::Io(e.to_string()),
         };
         return LoopEnd::Close(Some(reason));
+    }
+}
+
+/// Closes the connection when nothing arrived for its current timeout (none while it carries a
+/// TCP reader, the read timeout for a TCP publisher, the idle timeout otherwise). One timer per
+/// timeout period, not per read.
+async fn watchdog<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn) {
+    loop {
+        let wait = match super::requests::read_timeout(state, conn) {
+            Some(timeout) => {
+                let silent = conn.shared.last_read.get().elapsed();
+                if silent >= timeout {
+                    conn.shared.close_with(CloseReason::Timeout(timeout));
+                    return;
+                }
+                timeout - silent
+            }
+            // Readers need send nothing; look again in a while in case the session changes.
+            None => Duration::from_secs(1),
+        };
+        glommio::timer::sleep(wait).await;
     }
 }
 

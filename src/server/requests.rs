@@ -75,8 +75,14 @@ impl Reply {
 /// send anything), the read timeout for a TCP publisher, the idle timeout otherwise.
 pub(crate) fn read_timeout<H>(state: &CoreState<H>, conn: &ServerConn) -> Option<Duration> {
     let config = state.context.config();
-    let session = conn.shared.tcp_session.borrow().clone();
-    match session.and_then(|id| state.sessions.get(&id)).map(|s| s.state()) {
+    // Borrowed, not cloned: this runs for every read of a publisher's socket.
+    let session = conn
+        .shared
+        .tcp_session
+        .borrow()
+        .as_deref()
+        .and_then(|id| state.sessions.get(id));
+    match session.map(|s| s.state()) {
         Some(SessionState::Play) => None,
         Some(SessionState::Record) => Some(config.read_timeout),
         _ => Some(config.idle_timeout),
@@ -823,8 +829,13 @@ async fn with_optional_session<H: Handler>(
 
 /// Handles an interleaved frame from the client: a publisher's media, or a reader's RTCP.
 pub(crate) fn handle_frame<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, frame: InterleavedFrame) -> Next {
-    let session_id = conn.shared.tcp_session.borrow().clone();
-    let session = session_id.and_then(|id| state.sessions.get(&id));
+    // Borrowed, not cloned: this runs for every packet a publisher sends.
+    let session = conn
+        .shared
+        .tcp_session
+        .borrow()
+        .as_deref()
+        .and_then(|id| state.sessions.get(id));
     let Some(session) = session.filter(|s| s.state().is_streaming()) else {
         conn.shared
             .close_with(CloseReason::Protocol("interleaved frame before PLAY or RECORD".into()));
