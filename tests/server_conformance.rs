@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::relay_fixtures::{publish_tcp, rtp_packet, send_frame, start_relay, H264_AAC_SDP};
+use common::relay_fixtures::{publish_tcp, relay, rtp_packet, send_frame, start_relay, H264_AAC_SDP};
 use common::{eventually, RawClient, Received};
 use shardcast::server::{Server, ServerConfig};
 
@@ -286,10 +286,14 @@ fn the_play_response_precedes_the_first_frame_and_frames_carry_the_published_pac
     for seq in 20..30 {
         send_frame(&mut publisher, 0, &rtp_packet(seq, b"after"));
     }
-    for seq in 20..30u16 {
+    let mut seq = 20u16;
+    while seq < 30 {
         match reader.receive() {
-            Received::Frame { channel: 0, payload } => assert_eq!(payload, rtp_packet(seq, b"after")),
-            Received::Frame { channel: 1, .. } => continue, // a sender report
+            Received::Frame { channel: 0, payload } => {
+                assert_eq!(payload, rtp_packet(seq, b"after"));
+                seq += 1;
+            }
+            Received::Frame { channel: 1, .. } => {} // a sender report
             other => panic!("expected frame {seq}, got {other:?}"),
         }
     }
@@ -378,4 +382,68 @@ fn closing_the_server_closes_its_connections_and_is_idempotent() {
         server.local_addr()
     )
     .is_err()));
+}
+
+#[test]
+fn a_listener_factory_replaces_binding_and_its_errors_fail_start() {
+    use shardcast::server::ListenerFactory;
+    let cpu = core_affinity_first_cpu();
+    let made = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = made.local_addr().unwrap();
+    let slot = std::sync::Mutex::new(Some(made));
+    let server = start_with(|c| {
+        c.cpus = Some(vec![cpu]);
+        c.listener_factory = Some(ListenerFactory::new(move |_, count| {
+            assert_eq!(count, 1);
+            Ok(slot.lock().unwrap().take().into_iter().collect())
+        }));
+    });
+    assert_eq!(
+        server.local_addr(),
+        addr,
+        "the server serves on the listener it was given"
+    );
+    assert_eq!(RawClient::connect(addr).request("OPTIONS", "*", &[], b"").status, 200);
+
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.listener_factory = Some(ListenerFactory::new(|_, _| {
+        Err(std::io::ErrorKind::PermissionDenied.into())
+    }));
+    let refused = Server::start(config, |ctx, _| relay::Relay::new(ctx, relay::Paths::default()));
+    assert!(
+        matches!(refused, Err(shardcast::server::StartError::Bind { .. })),
+        "{refused:?}"
+    );
+}
+
+/// A CPU this process may run on.
+fn core_affinity_first_cpu() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    list.split([',', '-']).next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_tls_setting_is_refused_until_rtsps_is_built_rather_than_served_in_clear() {
+    #[derive(Debug)]
+    struct NoCertificate;
+    impl rustls::server::ResolvesServerCert for NoCertificate {
+        fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(std::sync::Arc::new(NoCertificate));
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.tls = Some(shardcast::server::TlsConfig(std::sync::Arc::new(tls)));
+    let refused = Server::start(config, |ctx, _| relay::Relay::new(ctx, relay::Paths::default()));
+    assert!(
+        matches!(refused, Err(shardcast::server::StartError::TlsNotSupported)),
+        "{refused:?}"
+    );
 }

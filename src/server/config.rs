@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::proto::auth::AuthMethod;
@@ -62,7 +63,62 @@ pub struct ServerConfig {
     /// [`ServerConn::verify_credentials`](super::ServerConn::verify_credentials), one challenge each.
     /// The default is Basic and Digest MD5: ffmpeg gives up on SHA-256 challenges.
     pub auth_methods: Vec<AuthMethod>,
+    /// TLS for RTSPS. Serving RTSPS is not built yet: a server given one refuses to start
+    /// ([`StartError::TlsNotSupported`](super::StartError::TlsNotSupported)) rather than serve
+    /// plain RTSP where TLS was asked for.
+    pub tls: Option<TlsConfig>,
+    /// Makes the RTSP listeners instead of binding them (tests, socket activation); `None` binds
+    /// one SO_REUSEPORT listener per core on `rtsp_address`.
+    pub listener_factory: Option<ListenerFactory>,
 }
+
+/// A rustls server configuration for RTSPS; two compare equal when they are the same `Arc`.
+#[derive(Clone)]
+pub struct TlsConfig(pub Arc<rustls::ServerConfig>);
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsConfig(..)")
+    }
+}
+
+impl PartialEq for TlsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for TlsConfig {}
+
+/// Makes `count` listening sockets for `address`, one per core, instead of the server binding them.
+#[derive(Clone)]
+pub struct ListenerFactory(pub Arc<ListenFn>);
+
+/// The function a [`ListenerFactory`] wraps.
+pub type ListenFn = dyn Fn(SocketAddr, usize) -> std::io::Result<Vec<std::net::TcpListener>> + Send + Sync;
+
+impl ListenerFactory {
+    /// Wraps a function that returns `count` listeners for an address.
+    pub fn new(
+        make: impl Fn(SocketAddr, usize) -> std::io::Result<Vec<std::net::TcpListener>> + Send + Sync + 'static,
+    ) -> Self {
+        ListenerFactory(Arc::new(make))
+    }
+}
+
+impl fmt::Debug for ListenerFactory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ListenerFactory(..)")
+    }
+}
+
+impl PartialEq for ListenerFactory {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ListenerFactory {}
 
 impl ServerConfig {
     /// A configuration with gortsplib's defaults, listening for RTSP on `rtsp_address`, TCP transport only.
@@ -83,6 +139,8 @@ impl ServerConfig {
             disable_rtcp_sender_reports: false,
             cpus: None,
             auth_methods: vec![AuthMethod::Basic, AuthMethod::DigestMd5],
+            tls: None,
+            listener_factory: None,
         }
     }
 

@@ -13,6 +13,36 @@ use super::ServerContext;
 use crate::fanout::stream::CoreBells;
 use crate::runtime::{available_cpus, bind_tcp_reuseport, bind_udp_reuseport, doorbell, CorePool, DoorbellRinger};
 
+/// Checks listeners made by a [`ListenerFactory`](super::ListenerFactory): one per core, all on
+/// one address, non-blocking.
+fn adopt_made_listeners(
+    made: std::io::Result<Vec<std::net::TcpListener>>,
+    count: usize,
+) -> std::io::Result<(Vec<OwnedFd>, SocketAddr)> {
+    let listeners = made?;
+    if listeners.len() != count {
+        return Err(std::io::Error::other(format!(
+            "the listener factory made {} listeners for {count} cores",
+            listeners.len()
+        )));
+    }
+    let mut address = None;
+    let mut fds = Vec::with_capacity(count);
+    for listener in listeners {
+        let local = listener.local_addr()?;
+        if address.is_some_and(|a| a != local) {
+            return Err(std::io::Error::other(
+                "the listener factory's listeners are on different addresses",
+            ));
+        }
+        address = Some(local);
+        listener.set_nonblocking(true)?;
+        fds.push(OwnedFd::from(listener));
+    }
+    let address = address.ok_or_else(|| std::io::Error::other("the listener factory made no listener"))?;
+    Ok((fds, address))
+}
+
 /// Send buffer of each UDP socket: room for a burst of fan-out to many readers.
 const UDP_SEND_BUFFER: usize = 4 << 20;
 
@@ -71,6 +101,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `tls` was set, and RTSPS is not built yet.
+    #[error("RTSPS (the tls setting) is not supported yet")]
+    TlsNotSupported,
     /// An executor or its doorbell could not be created.
     #[error("cannot start the executors: {0}")]
     Runtime(std::io::Error),
@@ -108,6 +141,9 @@ impl Server {
         H: Handler,
     {
         config.validate()?;
+        if config.tls.is_some() {
+            return Err(StartError::TlsNotSupported);
+        }
         let available = available_cpus();
         let cpus = match &config.cpus {
             Some(cpus) => {
@@ -118,11 +154,16 @@ impl Server {
             }
             None => available,
         };
-        let (listeners, local_addr) =
-            bind_tcp_reuseport(config.rtsp_address, cpus.len()).map_err(|source| StartError::Bind {
-                address: config.rtsp_address,
-                source,
-            })?;
+        let bind_error = |source| StartError::Bind {
+            address: config.rtsp_address,
+            source,
+        };
+        let (listeners, local_addr) = match &config.listener_factory {
+            Some(factory) => {
+                adopt_made_listeners((factory.0)(config.rtsp_address, cpus.len()), cpus.len()).map_err(bind_error)?
+            }
+            None => bind_tcp_reuseport(config.rtsp_address, cpus.len()).map_err(bind_error)?,
+        };
         let mut udp_fds = match (config.rtp_address, config.rtcp_address) {
             (Some(rtp), Some(rtcp)) => {
                 let (rtp_fds, rtcp_fds, ports) = bind_udp(&config, rtp, rtcp, cpus.len())?;

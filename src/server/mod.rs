@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 pub use auth::{CredentialsError, REALM};
 pub use config::{
-    MulticastRange, MulticastRangeError, ServerConfig, ServerConfigError, MAX_UDP_PAYLOAD, MIN_PACKET_SIZE,
+    ListenFn, ListenerFactory, MulticastRange, MulticastRangeError, ServerConfig, ServerConfigError, TlsConfig,
+    MAX_UDP_PAYLOAD, MIN_PACKET_SIZE,
 };
 pub use conn::{CloseReason, ServerConn};
 pub use handler::{status_response, Handler, RequestContext};
