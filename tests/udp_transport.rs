@@ -518,3 +518,47 @@ fn a_reader_that_joins_later_gets_a_sender_report_with_its_first_packets() {
     };
     assert_eq!(payload[1], 200);
 }
+
+#[test]
+fn sender_reports_carry_the_publishers_wall_clock_once_it_sent_one() {
+    let server = start_with(|_| {});
+    let addr = server.local_addr();
+    let mut publisher = publish_tcp(addr, "clock");
+    let base = format!("rtsp://{addr}/clock");
+    let mut reader = RawClient::connect(addr);
+    let r = reader.request(
+        "SETUP",
+        &format!("{base}/trackID=0"),
+        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        b"",
+    );
+    let session = session_of(&r);
+    assert_eq!(reader.request("PLAY", &base, &[("Session", &session)], b"").status, 200);
+    // The publisher's SR: NTP 2020-01-01T00:00:00Z at RTP time 0.
+    let ntp_2020: u32 = 3_786_825_600;
+    let mut sr = vec![0x80, 200, 0, 6, 0x12, 0x34, 0x56, 0x78];
+    sr.extend_from_slice(&ntp_2020.to_be_bytes());
+    sr.extend_from_slice(&[0; 4]);
+    sr.extend_from_slice(&0u32.to_be_bytes());
+    sr.extend_from_slice(&[0; 8]);
+    relay_fixtures::send_frame(&mut publisher, 1, &sr);
+    // One second of media later on the 90 kHz clock (seq 30 * 3000 ticks).
+    send_frame(&mut publisher, &rtp_packet(30, b"later"));
+    let ours = loop {
+        match reader.receive() {
+            Received::Frame { channel: 1, payload }
+                if payload[1] == 200 && payload[16..20] == 90_000u32.to_be_bytes() =>
+            {
+                break payload
+            }
+            Received::Frame { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    let secs = u32::from_be_bytes([ours[8], ours[9], ours[10], ours[11]]);
+    assert_eq!(
+        secs,
+        ntp_2020 + 1,
+        "the server's report maps RTP time to the publisher's clock"
+    );
+}

@@ -72,6 +72,8 @@ struct TrackClock {
     packets: u32,
     octets: u32,
     next_sender_report: Option<Instant>,
+    /// The publisher's own wall clock, from its last sender report: (NTP, RTP time).
+    publisher_clock: Option<(NtpTime, u32)>,
 }
 
 struct StreamInner {
@@ -197,10 +199,25 @@ impl ServerStream {
     }
 
     /// Writes an RTCP packet of `track` to every reader.
+    ///
+    /// A sender report in it sets the track's wall clock: the server's own sender reports then map
+    /// RTP time to the publisher's NTP time rather than to the moment packets arrived here.
     pub fn write_packet_rtcp(&self, track: usize, packet: &[u8]) -> Result<(), StreamWriteError> {
-        let count = self.track_count();
-        if track >= count {
-            return Err(StreamWriteError::UnknownTrack { track, tracks: count });
+        {
+            let mut tracks = self.inner.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = tracks.len();
+            let clock = tracks
+                .get_mut(track)
+                .ok_or(StreamWriteError::UnknownTrack { track, tracks: count })?;
+            for rtcp in crate::proto::rtcp::packets(packet) {
+                match rtcp {
+                    Ok(crate::proto::rtcp::RtcpPacket::SenderReport(sr)) => {
+                        clock.publisher_clock = Some((sr.ntp(), sr.rtp_time()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
         }
         self.push(track, true, packet)
     }
@@ -261,7 +278,21 @@ impl ServerStream {
             _ => clock.next_sender_report = Some(now + SENDER_REPORT_INTERVAL),
         }
         let last = clock.last?;
-        let ntp = NtpTime::from_unix(last.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default());
+        let ntp = match clock.publisher_clock {
+            // The publisher's clock, advanced by the RTP time elapsed since its report.
+            Some((ntp, rtp_time)) => {
+                let ticks = i64::from(crate::proto::time::rtp_ts_delta(last.timestamp, rtp_time));
+                let nanos = ticks * 1_000_000_000 / i64::from(clock.clock_rate.max(1));
+                let base = ntp.to_unix();
+                let at = if nanos >= 0 {
+                    base + Duration::from_nanos(nanos.unsigned_abs())
+                } else {
+                    base.saturating_sub(Duration::from_nanos(nanos.unsigned_abs()))
+                };
+                NtpTime::from_unix(at)
+            }
+            None => NtpTime::from_unix(last.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()),
+        };
         super::rtcp::sender_report(clock.ssrc?, ntp, last.timestamp, clock.packets, clock.octets)
     }
 
@@ -320,6 +351,7 @@ fn track_clocks(description: &SessionDescription) -> Result<Vec<TrackClock>, Str
             packets: 0,
             octets: 0,
             next_sender_report: None,
+            publisher_clock: None,
         })
         .collect())
 }
