@@ -69,7 +69,8 @@ impl Outbox {
     pub(crate) fn new(frame_capacity: usize) -> Outbox {
         Outbox {
             inner: RefCell::new(Inner {
-                items: VecDeque::with_capacity(frame_capacity.min(1024) + 8),
+                // Grows with use up to the bound; an idle reader's queue stays small.
+                items: VecDeque::with_capacity(frame_capacity.min(16) + 8),
                 queued_frames: 0,
                 frame_capacity,
                 dropped_frames: 0,

@@ -17,8 +17,9 @@ use crate::fanout::outbox::Outbox;
 use crate::proto::rtsp::{Decoder, Limits, Message};
 use crate::runtime::tcp::{drain_outbox, split, TcpReadHalf};
 
-/// Bytes read from the socket per call.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read from the socket per call: a request is small, and a publisher's frames are decoded
+/// as they come, so a small buffer per connection keeps thousands of idle readers cheap.
+const READ_CHUNK: usize = 4 * 1024;
 
 /// Why a connection closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -283,7 +284,8 @@ async fn read_loop<H: Handler>(
     arrival: Option<Arrival>,
 ) -> LoopEnd {
     let mut decoder = Decoder::new(Limits::default());
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Grows only for a large body (an ANNOUNCE's SDP); most connections never need more.
+    let mut buf = BytesMut::with_capacity(1024);
     let mut chunk = vec![0u8; READ_CHUNK];
     if let Some(arrival) = arrival {
         buf = arrival.buffered;
