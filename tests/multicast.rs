@@ -50,12 +50,17 @@ fn rerun_in_network_namespace(test: &str) -> bool {
 }
 
 fn start() -> Server {
+    start_with(|_| {})
+}
+
+fn start_with(config: impl FnOnce(&mut ServerConfig)) -> Server {
     let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap());
     c.rtp_address = Some("127.0.0.1:0".parse().unwrap());
     c.rtcp_address = Some("127.0.0.1:0".parse().unwrap());
     c.multicast_ip_range = Some("239.5.0.0/16".parse().unwrap());
     c.multicast_rtp_port = Some(19002);
     c.multicast_rtcp_port = Some(19003);
+    config(&mut c);
     let paths = relay::Paths::default();
     Server::start(c, move |ctx, _| relay::Relay::new(ctx, paths.clone())).expect("server starts")
 }
@@ -140,4 +145,49 @@ fn ffmpeg_and_gstreamer_read_over_udp_multicast() {
         "GStreamer multicast: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn receiver_reports_to_the_group_keep_a_multicast_reader_alive() {
+    if rerun_in_network_namespace("receiver_reports_to_the_group_keep_a_multicast_reader_alive") {
+        return;
+    }
+    let server = start_with(|c| c.idle_timeout = Duration::from_secs(2));
+    let addr = server.local_addr();
+    let url = format!("rtsp://{addr}/rr");
+    let (_publisher, _) = common::relay_fixtures::publish_tcp(addr, "rr", common::relay_fixtures::H264_SDP);
+    let mut c = RawClient::connect(addr);
+    let r = c.request(
+        "SETUP",
+        &format!("{url}/trackID=0"),
+        &[("Transport", "RTP/AVP;multicast")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let transport = r.header("Transport").unwrap().to_owned();
+    let group: Ipv4Addr = transport
+        .split(';')
+        .find_map(|p| p.strip_prefix("destination="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let session = r.header("Session").unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(c.request("PLAY", &url, &[("Session", &session)], b"").status, 200);
+    drop(c);
+    let reports = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let receiver_report = [0x80u8, 201, 0, 1, 0xAB, 0xCD, 0xEF, 0x01];
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        reports.send_to(&receiver_report, (group, 19003)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut probe = RawClient::connect(addr);
+    let r = probe.request("GET_PARAMETER", &url, &[("Session", &session)], b"");
+    assert_eq!(
+        r.status, 200,
+        "receiver reports to the group must keep the session for 4 s > 2 s idle"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let r = RawClient::connect(addr).request("GET_PARAMETER", &url, &[("Session", &session)], b"");
+    assert_eq!(r.status, 454, "without reports or requests the session times out");
 }

@@ -18,7 +18,7 @@ pub(crate) use connect::{
 };
 pub(crate) use doorbell::{doorbell, AdoptedDoorbell, Doorbell, DoorbellRinger};
 pub(crate) use listen::{adopt_tcp_listener, bind_tcp_reuseport};
-pub(crate) use multicast::MulticastSender;
+pub(crate) use multicast::{bind_multicast_rtcp, set_group_membership, MulticastSender};
 pub(crate) use pool::{available_cpus, CorePool};
 #[allow(unused_imports)] // used by the UDP data plane from the next commit
 pub(crate) use udp::{

@@ -51,3 +51,23 @@ impl MulticastSender {
         self.dropped.load(Ordering::Relaxed)
     }
 }
+
+/// A socket on the multicast RTCP port, where readers of every group send their receiver reports.
+/// It joins each group while the group is in use.
+pub(crate) fn bind_multicast_rtcp(port: u16) -> io::Result<std::os::fd::OwnedFd> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    Ok(socket.into())
+}
+
+/// Starts or stops receiving `group` on a socket made by [`bind_multicast_rtcp`].
+pub(crate) fn set_group_membership(fd: std::os::fd::BorrowedFd<'_>, group: Ipv4Addr, member: bool) -> io::Result<()> {
+    let socket = socket2::SockRef::from(&fd);
+    if member {
+        socket.join_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)
+    } else {
+        socket.leave_multicast_v4(&group, &Ipv4Addr::UNSPECIFIED)
+    }
+}

@@ -15,7 +15,7 @@ use glommio::{Latency, Shares, TaskQueueHandle};
 use super::conn::{serve_connection, Arrival, ConnShared};
 use super::handler::Handler;
 use super::session::SessionRegistry;
-use super::udp::{run_ingest, run_receive, send_fanout, CoreUdp};
+use super::udp::{run_ingest, run_multicast_rtcp_receive, run_receive, send_fanout, CoreUdp};
 use super::ServerContext;
 use crate::fanout::core::{CoreFanout, Drained};
 use crate::runtime::tcp::adopt_tcp_stream;
@@ -116,7 +116,10 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
             spawn_data(Box::pin(run_receive(state.clone(), false))),
             spawn_data(Box::pin(run_receive(state.clone(), true))),
             spawn_data(Box::pin(run_ingest(state.clone(), bell.adopt()))),
-        ],
+        ]
+        .into_iter()
+        .chain((core == 0).then(|| spawn_data(Box::pin(run_multicast_rtcp_receive(state.clone())))))
+        .collect(),
         None => Vec::new(),
     };
     let fanout_task = spawn_data(Box::pin(run_fanout(state.clone(), start.fanout_bell.adopt())));

@@ -11,7 +11,9 @@ use super::migrate::SessionDirectory;
 use super::udp::UdpShared;
 use super::ServerContext;
 use crate::fanout::stream::CoreBells;
-use crate::runtime::{available_cpus, bind_tcp_reuseport, bind_udp_reuseport, doorbell, CorePool, DoorbellRinger};
+use crate::runtime::{
+    available_cpus, bind_multicast_rtcp, bind_tcp_reuseport, bind_udp_reuseport, doorbell, CorePool, DoorbellRinger,
+};
 
 /// Checks listeners made by a [`ListenerFactory`](super::ListenerFactory): one per core, all on
 /// one address, non-blocking.
@@ -204,12 +206,22 @@ impl Server {
         }
         let udp_shared = udp_fds.map(|(_, _, ports)| Arc::new(UdpShared::new(ports, CoreBells::new(ingest_ringers))));
         let directory = SessionDirectory::new(CoreBells::new(migration_ringers));
+        // Readers' receiver reports to multicast groups arrive here; only with UDP (its mailboxes
+        // route them to the sessions' cores).
+        let multicast_rtcp = match (config.multicast_rtcp_port, &udp_shared) {
+            (Some(port), Some(_)) => Some(bind_multicast_rtcp(port).map_err(|source| StartError::Bind {
+                address: SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+                source,
+            })?),
+            _ => None,
+        };
         let context = ServerContext::new(
             config,
             local_addr,
             Arc::new(CoreBells::new(fanout_ringers)),
             udp_shared,
             directory,
+            multicast_rtcp,
         );
         let starts = Arc::new(starts);
         let make_handler = Arc::new(make_handler);

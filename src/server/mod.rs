@@ -70,13 +70,16 @@ impl ServerContext {
         bells: Arc<CoreBells>,
         udp: Option<Arc<udp::UdpShared>>,
         sessions: migrate::SessionDirectory,
+        multicast_rtcp: Option<std::os::fd::OwnedFd>,
     ) -> ServerContext {
         let multicast = match (
             &config.multicast_ip_range,
             config.multicast_rtp_port,
             config.multicast_rtcp_port,
         ) {
-            (Some(range), Some(rtp), Some(rtcp)) => Some(multicast::MulticastShared::new(*range, (rtp, rtcp))),
+            (Some(range), Some(rtp), Some(rtcp)) => {
+                Some(multicast::MulticastShared::new(*range, (rtp, rtcp), multicast_rtcp))
+            }
             _ => None,
         };
         ServerContext {

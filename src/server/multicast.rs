@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::config::MulticastRange;
 use super::stream::ServerStream;
-use crate::runtime::MulticastSender;
+use std::os::fd::{AsFd, OwnedFd};
+
+use crate::runtime::{set_group_membership, MulticastSender};
 
 /// The TTL of multicast packets (and in SETUP answers): enough for a campus, not the world.
 pub const MULTICAST_TTL: u8 = 16;
@@ -35,6 +37,8 @@ pub(crate) struct MulticastShared {
     /// Group (RTP, RTCP) ports.
     pub(crate) ports: (u16, u16),
     groups: Mutex<HashMap<(usize, usize), Group>>,
+    /// The socket readers' receiver reports arrive on; it joins every group in use.
+    pub(crate) rtcp_socket: Option<OwnedFd>,
 }
 
 fn key(stream: &ServerStream, track: usize) -> (usize, usize) {
@@ -42,11 +46,20 @@ fn key(stream: &ServerStream, track: usize) -> (usize, usize) {
 }
 
 impl MulticastShared {
-    pub(crate) fn new(range: MulticastRange, ports: (u16, u16)) -> MulticastShared {
+    pub(crate) fn new(range: MulticastRange, ports: (u16, u16), rtcp_socket: Option<OwnedFd>) -> MulticastShared {
         MulticastShared {
             range,
             ports,
             groups: Mutex::new(HashMap::new()),
+            rtcp_socket,
+        }
+    }
+
+    fn set_membership(&self, group: Ipv4Addr, member: bool) {
+        if let Some(fd) = &self.rtcp_socket {
+            if let Err(e) = set_group_membership(fd.as_fd(), group, member) {
+                tracing::warn!(%group, member, error = %e, "cannot change multicast membership of the RTCP socket");
+            }
         }
     }
 
@@ -61,6 +74,7 @@ impl MulticastShared {
         let ip = self.free_address(&groups).ok_or(MulticastError::RangeExhausted)?;
         let sender = MulticastSender::new(ip, self.ports, u32::from(MULTICAST_TTL)).map_err(MulticastError::Socket)?;
         stream.set_multicast(track, Some(sender));
+        self.set_membership(ip, true);
         groups.insert(key(stream, track), Group { ip, readers: 1 });
         tracing::debug!(group = %ip, "multicast group allocated");
         Ok(ip)
@@ -80,6 +94,7 @@ impl MulticastShared {
         if last {
             if let Some(group) = groups.remove(&k) {
                 stream.set_multicast(track, None);
+                self.set_membership(group.ip, false);
                 tracing::debug!(group = %group.ip, "multicast group released");
             }
         }

@@ -460,7 +460,18 @@ async fn setup_in_session<H: Handler>(
     }
     let multicast_group = match (kind, state.context.multicast(), session.stream()) {
         (TransportKind::Multicast, Some(multicast), Some(stream)) => match multicast.join(&stream, track) {
-            Ok(group) => Some(group),
+            Ok(group) => {
+                if let Some(udp) = state.udp.as_ref() {
+                    // Its receiver reports to the group keep the session alive (known by IP).
+                    let client = UdpClient {
+                        session: session.id().to_owned(),
+                        track,
+                        is_rtcp: true,
+                    };
+                    udp.register(state.core, SocketAddr::new(conn.remote_addr().ip(), 0), client);
+                }
+                Some(group)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "multicast SETUP refused");
                 return Reply::status(StatusCode::SERVICE_UNAVAILABLE);

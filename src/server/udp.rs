@@ -151,6 +151,30 @@ impl CoreUdp {
 pub(crate) async fn run_receive<H: Handler>(state: Rc<CoreState<H>>, is_rtcp: bool) {
     let Some(udp) = state.udp.as_ref() else { return };
     let socket = if is_rtcp { &udp.rtcp } else { &udp.rtp };
+    receive_on(&state, udp, socket, is_rtcp, |from| from).await;
+}
+
+/// Receives readers' receiver reports sent to multicast groups (on core 0 only: every socket on
+/// the port would get a copy). A multicast reader is known by its IP alone, so the route key is
+/// its address with port 0.
+pub(crate) async fn run_multicast_rtcp_receive<H: Handler>(state: Rc<CoreState<H>>) {
+    let (Some(udp), Some(multicast)) = (state.udp.as_ref(), state.context.multicast()) else {
+        return;
+    };
+    let Some(fd) = multicast.rtcp_socket.as_ref().and_then(|fd| fd.try_clone().ok()) else {
+        return;
+    };
+    let socket = crate::runtime::adopt_udp(fd);
+    receive_on(&state, udp, &socket, true, |from| SocketAddr::new(from.ip(), 0)).await;
+}
+
+async fn receive_on<H: Handler>(
+    state: &Rc<CoreState<H>>,
+    udp: &CoreUdp,
+    socket: &UdpSocket,
+    is_rtcp: bool,
+    route_key: impl Fn(SocketAddr) -> SocketAddr,
+) {
     let max_packet = state.context.config().max_packet_size;
     let mut batch = RecvBatch::new(RECV_BATCH, max_packet);
     let mut arena = BytesMut::new();
@@ -169,6 +193,7 @@ pub(crate) async fn run_receive<H: Handler>(state: Rc<CoreState<H>>, is_rtcp: bo
             let routes = udp.shared.routes.read().unwrap_or_else(PoisonError::into_inner);
             for i in 0..count {
                 let (data, from, oversized) = batch.packet(i);
+                let from = route_key(from);
                 let Some(&core) = routes.get(&from) else {
                     tracing::trace!(%from, "datagram from an unknown source dropped");
                     continue;
