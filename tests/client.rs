@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
+
+use common::netns::rerun_in_network_namespace;
 use common::relay_fixtures::relay;
 
 use std::future::Future;
@@ -361,41 +363,6 @@ fn keepalives_keep_a_udp_reader_alive_past_the_idle_timeout() {
         sending.await;
         kept.teardown().await.unwrap();
     });
-}
-
-const IN_NETNS: &str = "SHARDCAST_CLIENT_TEST_IN_NETNS";
-
-/// Runs `test` of this binary again inside a new network namespace whose loopback carries
-/// 224.0.0.0/4 (DESIGN.md §4: multicast never reaches a real interface); returns false when already
-/// inside, where the caller runs the test body.
-fn rerun_in_network_namespace(test: &str) -> bool {
-    if std::env::var_os(IN_NETNS).is_some() {
-        return false;
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let mut unshare = Command::new("unshare");
-    if !root {
-        unshare.arg("--map-root-user");
-    }
-    let setup =
-        "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\"";
-    let output = unshare
-        .args(["--net", "--", "sh", "-c", setup])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(IN_NETNS, "1")
-        .output()
-        .expect("unshare (util-linux) must be installed");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "{test} failed inside its network namespace:\n{stdout}\n{stderr}"
-    );
-    true
 }
 
 #[test]

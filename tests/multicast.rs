@@ -4,65 +4,28 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-use common::relay_fixtures::relay;
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::Command;
 use std::time::Duration;
 
+use common::netns::rerun_in_network_namespace;
+use common::relay_fixtures::{publish_tcp, start_relay, with_udp, H264_SDP};
 use common::{eventually, ffmpeg_publish, ffmpeg_read, gst_read, RawClient};
 use shardcast::server::{Server, ServerConfig};
-
-const INSIDE: &str = "SHARDCAST_TEST_IN_NETNS";
-
-/// Runs `test` of this binary again inside a new network namespace; returns false when already
-/// inside (the caller then runs the test body).
-fn rerun_in_network_namespace(test: &str) -> bool {
-    if std::env::var_os(INSIDE).is_some() {
-        return false;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let mut unshare = Command::new("unshare");
-    if !root {
-        // Without root, a user namespace maps us to root inside it (Debian allows this by default).
-        unshare.arg("--map-root-user");
-    }
-    let setup =
-        "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo && exec \"$0\" \"$@\"";
-    let output = unshare
-        .args(["--net", "--", "sh", "-c", setup])
-        .arg(&exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
-        .output()
-        .expect("unshare (util-linux) must be installed");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "{test} failed inside its network namespace (it needs unshare and ip from iproute2):\n{stdout}\n{stderr}"
-    );
-    true
-}
 
 fn start() -> Server {
     start_with(|_| {})
 }
 
 fn start_with(config: impl FnOnce(&mut ServerConfig)) -> Server {
-    let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap());
-    c.rtp_address = Some("127.0.0.1:0".parse().unwrap());
-    c.rtcp_address = Some("127.0.0.1:0".parse().unwrap());
-    c.multicast_ip_range = Some("239.5.0.0/16".parse().unwrap());
-    c.multicast_rtp_port = Some(19002);
-    c.multicast_rtcp_port = Some(19003);
-    config(&mut c);
-    let paths = relay::Paths::default();
-    Server::start(c, move |ctx, _| relay::Relay::new(ctx, paths.clone())).expect("server starts")
+    start_relay(|c| {
+        with_udp(c);
+        c.multicast_ip_range = Some("239.5.0.0/16".parse().unwrap());
+        c.multicast_rtp_port = Some(19002);
+        c.multicast_rtcp_port = Some(19003);
+        config(c);
+    })
+    .0
 }
 
 fn wait_published(server: &Server, url: &str) {
@@ -155,7 +118,7 @@ fn receiver_reports_to_the_group_keep_a_multicast_reader_alive() {
     let server = start_with(|c| c.idle_timeout = Duration::from_secs(2));
     let addr = server.local_addr();
     let url = format!("rtsp://{addr}/rr");
-    let (_publisher, _) = common::relay_fixtures::publish_tcp(addr, "rr", common::relay_fixtures::H264_SDP);
+    let (_publisher, _) = publish_tcp(addr, "rr", H264_SDP);
     let mut c = RawClient::connect(addr);
     let r = c.request(
         "SETUP",

@@ -47,6 +47,30 @@ fn send_frame(c: &mut RawClient, payload: &[u8]) {
     relay_fixtures::send_frame(c, 0, payload);
 }
 
+/// A UDP publisher of one H.264 track on `path`, sending from `rtp` and `rtcp`: ANNOUNCE, SETUP
+/// with client ports and mode=record, RECORD. Returns the control connection.
+fn publish_udp(addr: SocketAddr, path: &str, rtp: &UdpSocket, rtcp: &UdpSocket) -> RawClient {
+    let mut c = RawClient::connect(addr);
+    let base = format!("rtsp://{addr}/{path}");
+    let r = c.request(
+        "ANNOUNCE",
+        &base,
+        &[("Content-Type", "application/sdp")],
+        H264_SDP.as_bytes(),
+    );
+    let session = session_of(&r);
+    let t = format!("RTP/AVP;unicast;client_port={};mode=record", ports(rtp, rtcp));
+    let r = c.request(
+        "SETUP",
+        &format!("{base}/streamid=0"),
+        &[("Transport", &t), ("Session", &session)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(c.request("RECORD", &base, &[("Session", &session)], b"").status, 200);
+    c
+}
+
 /// A UDP reader of `path`: SETUP with client ports, PLAY. Returns the control connection, the
 /// session id and the server ports the SETUP answered.
 fn read_udp(addr: SocketAddr, path: &str, rtp: &UdpSocket, rtcp: &UdpSocket) -> (RawClient, String, String) {
@@ -217,24 +241,7 @@ fn a_udp_publisher_gets_nat_opening_packets_and_its_rtp_reaches_readers() {
     let addr = server.local_addr();
     let (server_rtp, _) = server.context().udp_server_ports().unwrap();
     let (rtp, rtcp) = client_sockets();
-    let mut c = RawClient::connect(addr);
-    let base = format!("rtsp://{addr}/udppub");
-    let r = c.request(
-        "ANNOUNCE",
-        &base,
-        &[("Content-Type", "application/sdp")],
-        H264_SDP.as_bytes(),
-    );
-    let session = session_of(&r);
-    let t = format!("RTP/AVP;unicast;client_port={};mode=record", ports(&rtp, &rtcp));
-    let r = c.request(
-        "SETUP",
-        &format!("{base}/streamid=0"),
-        &[("Transport", &t), ("Session", &session)],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(c.request("RECORD", &base, &[("Session", &session)], b"").status, 200);
+    let _publisher = publish_udp(addr, "udppub", &rtp, &rtcp);
     let mut buf = [0u8; 64];
     assert!(
         rtp.recv(&mut buf).is_ok(),
@@ -284,24 +291,8 @@ fn udp_publisher_loss_and_reordering_are_reported_exactly_and_answered_with_a_re
     let addr = server.local_addr();
     let (server_rtp, _) = server.context().udp_server_ports().unwrap();
     let (rtp, rtcp) = client_sockets();
-    let mut c = RawClient::connect(addr);
     let base = format!("rtsp://{addr}/lossy");
-    let r = c.request(
-        "ANNOUNCE",
-        &base,
-        &[("Content-Type", "application/sdp")],
-        H264_SDP.as_bytes(),
-    );
-    let session = session_of(&r);
-    let t = format!("RTP/AVP;unicast;client_port={};mode=record", ports(&rtp, &rtcp));
-    let r = c.request(
-        "SETUP",
-        &format!("{base}/streamid=0"),
-        &[("Transport", &t), ("Session", &session)],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(c.request("RECORD", &base, &[("Session", &session)], b"").status, 200);
+    let _publisher = publish_udp(addr, "lossy", &rtp, &rtcp);
     let mut punch = [0u8; 64];
     let _ = rtp.recv(&mut punch);
     let _ = rtcp.recv(&mut punch);
