@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::relay_fixtures::{publish_tcp, relay, rtp_packet, send_frame, start_relay, H264_AAC_SDP};
+use common::relay_fixtures::{play_tcp, publish_tcp, relay, rtp_packet, send_frame, start_relay, H264_AAC_SDP};
 use common::{eventually, RawClient, Received};
 use shardcast::server::{Server, ServerConfig};
 
@@ -29,19 +29,7 @@ fn publish(addr: SocketAddr, path: &str) -> (RawClient, String) {
 
 /// A reader of `path` over TCP that has set up the video track and sent PLAY.
 fn read(addr: SocketAddr, path: &str) -> (RawClient, String) {
-    let mut c = RawClient::connect(addr);
-    let base = url(addr, path);
-    let r = c.request(
-        "SETUP",
-        &format!("{base}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-        b"",
-    );
-    assert_eq!(r.status, 200, "SETUP: {r:?}");
-    let session = r.header("Session").unwrap().split(';').next().unwrap().to_owned();
-    let r = c.request("PLAY", &base, &[("Session", &session)], b"");
-    assert_eq!(r.status, 200, "PLAY: {r:?}");
-    (c, session)
+    play_tcp(addr, path)
 }
 
 #[test]

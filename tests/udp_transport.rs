@@ -7,7 +7,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::relay_fixtures::{self, rtp_packet, session_of, start_relay, with_udp, H264_SDP};
+use common::relay_fixtures::{self, play_tcp, rtp_packet, session_of, start_relay, with_udp, H264_SDP};
 use common::{eventually, ffmpeg_publish, ffmpeg_read, gst_read, RawClient, Received};
 use shardcast::server::{Server, ServerConfig};
 
@@ -151,19 +151,7 @@ fn tcp_and_udp_readers_of_one_stream_both_receive_it() {
     let mut publisher = publish_tcp(addr, "mixed");
     let (rtp, rtcp) = client_sockets();
     let (_udp_control, _, _) = read_udp(addr, "mixed", &rtp, &rtcp);
-    let mut tcp_reader = RawClient::connect(addr);
-    let base = format!("rtsp://{addr}/mixed");
-    let r = tcp_reader.request(
-        "SETUP",
-        &format!("{base}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-        b"",
-    );
-    let session = session_of(&r);
-    assert_eq!(
-        tcp_reader.request("PLAY", &base, &[("Session", &session)], b"").status,
-        200
-    );
+    let (mut tcp_reader, _session) = play_tcp(addr, "mixed");
     for seq in 0..50u16 {
         send_frame(&mut publisher, &rtp_packet(seq, b"both"));
     }
@@ -291,26 +279,12 @@ fn udp_publisher_loss_and_reordering_are_reported_exactly_and_answered_with_a_re
     let addr = server.local_addr();
     let (server_rtp, _) = server.context().udp_server_ports().unwrap();
     let (rtp, rtcp) = client_sockets();
-    let base = format!("rtsp://{addr}/lossy");
     let _publisher = publish_udp(addr, "lossy", &rtp, &rtcp);
     let mut punch = [0u8; 64];
     let _ = rtp.recv(&mut punch);
     let _ = rtcp.recv(&mut punch);
 
-    let mut reader = RawClient::connect(addr);
-    let r = reader.request(
-        "SETUP",
-        &format!("{base}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-        b"",
-    );
-    let reader_session = session_of(&r);
-    assert_eq!(
-        reader
-            .request("PLAY", &base, &[("Session", &reader_session)], b"")
-            .status,
-        200
-    );
+    let (mut reader, _reader_session) = play_tcp(addr, "lossy");
 
     // 0..120 with 10 and 11 lost, 20 and 21 swapped, 30 sent twice.
     let mut order: Vec<u16> = (0..120).filter(|s| *s != 10 && *s != 11).collect();
@@ -367,16 +341,7 @@ fn the_first_sender_report_describes_the_packet_it_follows() {
     let server = start_with(|_| {});
     let addr = server.local_addr();
     let mut publisher = publish_tcp(addr, "sr");
-    let mut reader = RawClient::connect(addr);
-    let base = format!("rtsp://{addr}/sr");
-    let r = reader.request(
-        "SETUP",
-        &format!("{base}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-        b"",
-    );
-    let session = session_of(&r);
-    assert_eq!(reader.request("PLAY", &base, &[("Session", &session)], b"").status, 200);
+    let (mut reader, _session) = play_tcp(addr, "sr");
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
@@ -515,16 +480,7 @@ fn sender_reports_carry_the_publishers_wall_clock_once_it_sent_one() {
     let server = start_with(|_| {});
     let addr = server.local_addr();
     let mut publisher = publish_tcp(addr, "clock");
-    let base = format!("rtsp://{addr}/clock");
-    let mut reader = RawClient::connect(addr);
-    let r = reader.request(
-        "SETUP",
-        &format!("{base}/trackID=0"),
-        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
-        b"",
-    );
-    let session = session_of(&r);
-    assert_eq!(reader.request("PLAY", &base, &[("Session", &session)], b"").status, 200);
+    let (mut reader, _session) = play_tcp(addr, "clock");
     // The publisher's SR: NTP 2020-01-01T00:00:00Z at RTP time 0.
     let ntp_2020: u32 = 3_786_825_600;
     let mut sr = vec![0x80, 200, 0, 6, 0x12, 0x34, 0x56, 0x78];

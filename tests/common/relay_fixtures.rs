@@ -73,6 +73,24 @@ pub fn publish_tcp(addr: SocketAddr, path: &str, sdp: &str) -> (RawClient, Strin
     (c, session)
 }
 
+/// A reader of `path` over TCP that set up its first track on interleaved channels 0-1 and sent
+/// PLAY. Returns the connection and the session id.
+pub fn play_tcp(addr: SocketAddr, path: &str) -> (RawClient, String) {
+    let mut c = RawClient::connect(addr);
+    let base = format!("rtsp://{addr}/{path}");
+    let r = c.request(
+        "SETUP",
+        &format!("{base}/trackID=0"),
+        &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "SETUP: {r:?}");
+    let session = session_of(&r);
+    let r = c.request("PLAY", &base, &[("Session", &session)], b"");
+    assert_eq!(r.status, 200, "PLAY: {r:?}");
+    (c, session)
+}
+
 /// RTP packet `seq` (PT 96, SSRC 0x12345678, 90 kHz timestamp `seq * 3000`) carrying `payload`.
 pub fn rtp_packet(seq: u16, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0x80, 96];
