@@ -1,6 +1,10 @@
 //! The server side of authentication: challenges on 401, credential checks, the brute-force brake.
 
+use std::fmt;
 use std::time::Duration;
+
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
 
 use super::config::ServerConfig;
 use super::conn::ServerConn;
@@ -45,6 +49,66 @@ pub enum CredentialsError {
     Wrong,
 }
 
+/// A password as a user table stores it: in clear, or as its SHA-256 digest.
+///
+/// A digest can only check Basic credentials: Digest authentication needs the clear password
+/// on the server side to compute the expected response.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoredPassword {
+    /// The password itself.
+    Plain(String),
+    /// SHA-256 of the password.
+    Sha256([u8; 32]),
+}
+
+impl fmt::Debug for StoredPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoredPassword::Plain(_) => f.write_str("Plain(<hidden>)"),
+            StoredPassword::Sha256(_) => f.write_str("Sha256(<hidden>)"),
+        }
+    }
+}
+
+/// Why a stored password could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoredPasswordError {
+    /// The text after `sha256:` is not base64.
+    #[error("the text after `sha256:` is not valid base64")]
+    BadBase64,
+    /// The decoded digest is not 32 bytes long.
+    #[error("the digest after `sha256:` is {0} bytes long, a SHA-256 digest has 32")]
+    WrongLength(usize),
+}
+
+impl StoredPassword {
+    /// Reads `sha256:<base64 of the SHA-256 of the password>` (as mediamtx writes it) or, for any
+    /// other text, the password in clear.
+    pub fn parse(text: &str) -> Result<StoredPassword, StoredPasswordError> {
+        let Some(encoded) = text.strip_prefix("sha256:") else {
+            return Ok(StoredPassword::Plain(text.to_owned()));
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| StoredPasswordError::BadBase64)?;
+        let digest: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoredPasswordError::WrongLength(bytes.len()))?;
+        Ok(StoredPassword::Sha256(digest))
+    }
+
+    /// Whether this is a digest, which only Basic authentication can check.
+    pub fn is_hashed(&self) -> bool {
+        matches!(self, StoredPassword::Sha256(_))
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 impl ServerConn {
     /// Checks a request's credentials against the expected user and password with the
     /// configured methods (Basic, Digest MD5, Digest SHA-256).
@@ -75,5 +139,77 @@ impl ServerConn {
         }
         *self.shared.user.borrow_mut() = Some(username.to_owned());
         Ok(())
+    }
+
+    /// Checks a request's credentials against a user table: `lookup` returns the stored password
+    /// of the user the client names (`None`: no such user). A hashed password accepts only Basic
+    /// credentials.
+    ///
+    /// On success the user is remembered on the connection ([`ServerConn::user`]) and returned.
+    /// On failure a handler answers 401, and the server applies the same brake as for
+    /// [`ServerConn::verify_credentials`]: a random delay, then the connection closes.
+    pub fn verify_credentials_with(
+        &self,
+        request: &Request,
+        lookup: impl Fn(&str) -> Option<StoredPassword>,
+    ) -> Result<String, CredentialsError> {
+        let value = request.headers.get("Authorization").ok_or(CredentialsError::Missing)?;
+        let authorization = Authorization::parse(value).map_err(|e| CredentialsError::Malformed(e.to_string()))?;
+        let username = match &authorization {
+            Authorization::Basic { username, .. } => username.clone(),
+            Authorization::Digest(d) => d.username.clone(),
+        };
+        let ok = match (lookup(&username), &authorization) {
+            (Some(StoredPassword::Plain(password)), _) => auth::verify(
+                &authorization,
+                &self.shared.auth_methods,
+                request.method.as_str(),
+                &request.url,
+                REALM,
+                &self.shared.nonce,
+                &Credentials {
+                    username: &username,
+                    password: &password,
+                },
+            ),
+            (Some(StoredPassword::Sha256(digest)), Authorization::Basic { password, .. }) => {
+                self.shared.auth_methods.contains(&auth::AuthMethod::Basic)
+                    & constant_time_eq(&Sha256::digest(password.as_bytes()), &digest)
+            }
+            (Some(StoredPassword::Sha256(_)), Authorization::Digest(_)) | (None, _) => false,
+        };
+        if !ok {
+            return Err(CredentialsError::Wrong);
+        }
+        *self.shared.user.borrow_mut() = Some(username.clone());
+        Ok(username)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_password_reads_clear_text_and_sha256_digests() {
+        assert_eq!(
+            StoredPassword::parse("secret"),
+            Ok(StoredPassword::Plain("secret".to_owned()))
+        );
+        // echo -n secret | openssl dgst -binary -sha256 | openssl base64
+        let hashed = StoredPassword::parse("sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=").unwrap();
+        assert_eq!(hashed, StoredPassword::Sha256(Sha256::digest(b"secret").into()));
+        assert!(hashed.is_hashed());
+        assert_eq!(StoredPassword::parse("sha256:!!"), Err(StoredPasswordError::BadBase64));
+        assert_eq!(
+            StoredPassword::parse("sha256:AAAA"),
+            Err(StoredPasswordError::WrongLength(3))
+        );
+    }
+
+    #[test]
+    fn stored_password_debug_hides_the_secret() {
+        let text = format!("{:?}", StoredPassword::Plain("hunter2".to_owned()));
+        assert!(!text.contains("hunter2"), "{text}");
     }
 }

@@ -214,5 +214,6 @@ async fn housekeeping<H: Handler>(state: Rc<CoreState<H>>) {
         let now = std::time::Instant::now();
         state.sessions.close_expired(&state, now);
         super::udp::send_receiver_reports(&state, now).await;
+        state.handler.on_housekeeping();
     }
 }

@@ -113,6 +113,10 @@ pub trait Handler: 'static {
         status_response(StatusCode::NOT_IMPLEMENTED)
     }
 
+    /// Called on each core about once a second, outside any request: periodic work such as
+    /// applying a configuration reload to this core's sessions.
+    fn on_housekeeping(&self) {}
+
     /// A publisher's packets were lost (a gap in sequence numbers), or a reader lost packets
     /// because it fell behind.
     fn on_packets_lost(&self, _session: &ServerSession, _lost: u64) {}

@@ -24,7 +24,7 @@ mod udp;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use auth::{CredentialsError, REALM};
+pub use auth::{CredentialsError, StoredPassword, StoredPasswordError, REALM};
 pub use config::{
     ListenFn, ListenerFactory, MulticastRange, MulticastRangeError, ServerConfig, ServerConfigError, TlsConfig,
     MAX_UDP_PAYLOAD, MIN_PACKET_SIZE,

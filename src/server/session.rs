@@ -142,6 +142,19 @@ impl ServerSession {
     pub fn packets_lost(&self) -> u64 {
         self.shared.reader.borrow().as_ref().map_or(0, |(_, r)| r.lost())
     }
+
+    /// Closes the session. One carried by its TCP connection closes with that connection; a UDP or
+    /// multicast session at the core's next housekeeping pass (within about a second), reported as
+    /// [`SessionCloseReason::Timeout`].
+    pub fn close(&self) {
+        if let Some(conn) = self.shared.conn.borrow().upgrade() {
+            conn.close();
+        }
+        // A zero timeout stays expired whatever the client sends next.
+        let mut liveness = self.shared.liveness.get();
+        liveness.set_timeout(std::time::Duration::ZERO);
+        self.shared.liveness.set(liveness);
+    }
 }
 
 /// The sessions owned by one core.
