@@ -8,6 +8,7 @@
 //! - `runtime` (private): pinned glommio executors, SO_REUSEPORT sockets; the only `unsafe`.
 //! - [`server`]: the public server API, modelled on gortsplib's `Server`.
 //! - [`client`]: an RTSP client (play and record over TCP, UDP, multicast) for edge pull and loadgen.
+//! - [`edge`]: the `shardcast` binary's application: configuration, paths, users and permissions.
 //!
 //! # Example
 //!
@@ -24,7 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
-pub mod config;
+pub mod edge;
 pub mod fanout;
 pub mod proto;
 // The server uses the runtime from the next commits on; until then parts of it are only tested.

@@ -1,24 +1,26 @@
-//! The `shardcast` server binary.
+//! The `shardcast` server binary: reads its configuration, serves the edge handler, reloads on
+//! SIGHUP and closes on SIGTERM or SIGINT. The application itself is `shardcast::edge`.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use shardcast::config::{Config, EMBEDDED_DEFAULT};
+use shardcast::edge::config::{Config, LogFormat, LogSection, EMBEDDED_DEFAULT};
+use shardcast::edge::state::Edge;
 use shardcast::server::Server;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-// The relay example's handler serves until the edge configuration (paths, users) replaces it.
-#[allow(dead_code)] // each user of the relay needs a different part
-#[path = "../examples/relay/handler.rs"]
-mod relay;
+/// Exit code for a configuration that cannot be read or is invalid.
+const EXIT_BAD_CONFIG: u8 = 2;
 
 /// shardcast: a thread-per-core RTSP media server.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Configuration file (TOML). Without it, the embedded default is used.
+    /// Configuration file (TOML). Without it, the embedded default is used. `SHARDCAST_*`
+    /// environment variables override its keys.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Validate the configuration and exit.
@@ -28,60 +30,100 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let (source, text) = match &args.config {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(t) => (path.display().to_string(), t),
-            Err(e) => {
-                eprintln!("shardcast: cannot read {}: {e}", path.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => ("embedded default".to_owned(), EMBEDDED_DEFAULT.to_owned()),
-    };
-    let config = match Config::from_toml(&text) {
+    let config = match read_config(args.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("shardcast: invalid configuration ({source}): {e}");
-            return ExitCode::from(2);
+        Err(message) => {
+            eprintln!("shardcast: {message}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
     if args.check_config {
-        println!("shardcast: configuration OK ({source})");
+        println!(
+            "shardcast: configuration OK ({})",
+            describe_source(args.config.as_deref())
+        );
         return ExitCode::SUCCESS;
     }
-    init_logging();
-    serve(&config)
+    init_logging(&config.log);
+    serve(config, args.config.as_deref())
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+fn describe_source(path: Option<&Path>) -> String {
+    path.map_or_else(|| "embedded default".to_owned(), |p| p.display().to_string())
 }
 
-/// Runs the relay until SIGTERM or SIGINT, then closes the server.
-fn serve(config: &Config) -> ExitCode {
+/// Reads the file (or the embedded default), applies the environment and validates.
+fn read_config(path: Option<&Path>) -> Result<Config, String> {
+    let text = match path {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => EMBEDDED_DEFAULT.to_owned(),
+    };
+    // Variables that are not Unicode cannot be ours (ours are checked by name); skip them.
+    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    Config::load(&text, vars).map_err(|e| format!("invalid configuration ({}): {e}", describe_source(path)))
+}
+
+/// Text or JSON lines on stderr, filtered by `RUST_LOG` if set, else by `[log] level`.
+fn init_logging(log: &LogSection) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Serves until SIGTERM or SIGINT; SIGHUP reloads paths and users.
+fn serve(config: Config, path: Option<&Path>) -> ExitCode {
     let server_config = config.server.to_server_config();
-    let paths = relay::Paths::default();
-    let server = match Server::start(server_config, move |context, _core| {
-        relay::Relay::new(context, paths.clone())
+    let edge = Edge::new(config);
+    let server = match Server::start(server_config, {
+        let edge = edge.clone();
+        move |context, _core| edge.handler(context)
     }) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("shardcast: cannot start: {e}");
+            tracing::error!(error = %e, "cannot start");
             return ExitCode::from(1);
         }
     };
     tracing::info!(address = %server.local_addr(), "serving RTSP");
-    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("shardcast: cannot install signal handlers: {e}");
+            tracing::error!(error = %e, "cannot install signal handlers");
+            server.close();
             return ExitCode::from(1);
         }
     };
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            reload(&edge, path);
+            continue;
+        }
         tracing::info!(signal, "shutting down");
+        break;
     }
     server.close();
     ExitCode::SUCCESS
+}
+
+/// Re-reads the configuration; an invalid one is logged and the running one kept.
+fn reload(edge: &Edge, path: Option<&Path>) {
+    let config = match read_config(path) {
+        Ok(c) => c,
+        Err(message) => {
+            tracing::error!(error = %message, "reload refused; the running configuration stays");
+            return;
+        }
+    };
+    let report = edge.reload(config);
+    for section in &report.ignored_sections {
+        tracing::warn!(section, "[{section}] changed; it applies only after a restart");
+    }
+    tracing::info!(closed_paths = ?report.closed_paths, "configuration reloaded");
 }
