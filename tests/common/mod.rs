@@ -3,6 +3,7 @@
 //! when the test ends, pass or fail.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod binary;
 pub mod netns;
 pub mod relay_fixtures;
 
