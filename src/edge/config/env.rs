@@ -24,7 +24,10 @@ enum Kind {
 
 use Kind::{Any, Text};
 
-const SERVER_KEYS: &[(&str, Kind)] = &[
+/// A table's keys and what each holds.
+type Keys = &'static [(&'static str, Kind)];
+
+const SERVER_KEYS: Keys = &[
     ("rtsp_address", Text),
     ("rtp_address", Text),
     ("rtcp_address", Text),
@@ -44,9 +47,9 @@ const SERVER_KEYS: &[(&str, Kind)] = &[
     ("tls_cert_file", Text),
     ("tls_key_file", Text),
 ];
-const METRICS_KEYS: &[(&str, Kind)] = &[("address", Text)];
-const LOG_KEYS: &[(&str, Kind)] = &[("level", Text), ("format", Text)];
-const PATH_KEYS: &[(&str, Kind)] = &[
+const METRICS_KEYS: Keys = &[("address", Text)];
+const LOG_KEYS: Keys = &[("level", Text), ("format", Text)];
+const PATH_KEYS: Keys = &[
     ("name", Text),
     ("pattern", Text),
     ("source", Text),
@@ -58,10 +61,10 @@ const PATH_KEYS: &[(&str, Kind)] = &[
     ("publish_users", Any),
     ("read_users", Any),
 ];
-const USER_KEYS: &[(&str, Kind)] = &[("name", Text), ("password", Text), ("ips", Any), ("permissions", Any)];
+const USER_KEYS: Keys = &[("name", Text), ("password", Text), ("ips", Any), ("permissions", Any)];
 
 /// The schema: each section, whether it is an array of tables, and its keys.
-const SECTIONS: &[(&str, bool, &[(&str, Kind)])] = &[
+const SECTIONS: &[(&str, bool, Keys)] = &[
     ("server", false, SERVER_KEYS),
     ("metrics", false, METRICS_KEYS),
     ("log", false, LOG_KEYS),

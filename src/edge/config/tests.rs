@@ -183,18 +183,17 @@ fn path_user_lists_restrict_users_on_top_of_their_permissions() {
 
 #[test]
 fn user_errors_name_the_entry_key_and_line() {
-    let any_read = "permissions = [{ action = 'read' }]\n";
     let cases = [
-        (format!("[[users]]\nname = 'u'\npassword = 'p'\npermissions = [{{ action = 'delete' }}]\n"), "delete", "line 6"),
-        (format!("[[users]]\nname = 'u'\npassword = 'p'\npermissions = [{{ action = 'read', path = '(' }}]\n"), "`permissions`", "line 3"),
-        (format!("[[users]]\nname = 'u'\npassword = 'p'\nips = ['10.0.0.0/40']\n{any_read}"), "`ips`", "10.0.0.0/40"),
-        (format!("auth_methods = ['digest_md5']\n[[users]]\nname = 'u'\npassword = 'sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols='\n"), "Digest needs the plain password", "line 4"),
-        (format!("[[users]]\nname = 'u'\npassword = 'p'\n[[users]]\nname = 'u'\npassword = 'q'\n"), "entry 1", "line 6"),
-        (format!("[[users]]\nname = 'any'\npassword = 'p'\n"), "`password`", "line 3"),
-        (format!("[[users]]\nname = 'u'\n{any_read}"), "`password`", "line 3"),
+        ("[[users]]\nname = 'u'\npassword = 'p'\npermissions = [{ action = 'delete' }]\n", "delete", "line 6"),
+        ("[[users]]\nname = 'u'\npassword = 'p'\npermissions = [{ action = 'read', path = '(' }]\n", "`permissions`", "line 3"),
+        ("[[users]]\nname = 'u'\npassword = 'p'\nips = ['10.0.0.0/40']\npermissions = [{ action = 'read' }]\n", "`ips`", "10.0.0.0/40"),
+        ("auth_methods = ['digest_md5']\n[[users]]\nname = 'u'\npassword = 'sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols='\n", "Digest needs the plain password", "line 4"),
+        ("[[users]]\nname = 'u'\npassword = 'p'\n[[users]]\nname = 'u'\npassword = 'q'\n", "entry 1", "line 6"),
+        ("[[users]]\nname = 'any'\npassword = 'p'\n", "`password`", "line 3"),
+        ("[[users]]\nname = 'u'\npermissions = [{ action = 'read' }]\n", "`password`", "line 3"),
     ];
     for (text, key, more) in cases {
-        let msg = with_server(&text).unwrap_err().to_string();
+        let msg = with_server(text).unwrap_err().to_string();
         assert!(msg.contains(key) && msg.contains(more), "{text}: {msg}");
     }
 }
