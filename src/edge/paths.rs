@@ -193,7 +193,7 @@ pub struct PathConfig {
 }
 
 impl PathConfig {
-    /// Whether the entry's own user lists let `user` (or [`ANY_USER`]) do `action`.
+    /// Whether the entry's own user lists let `user` (or [`ANY_USER`](super::users::ANY_USER)) do `action`.
     pub fn lets(&self, action: Action, user: &str) -> bool {
         let list = match action {
             Action::Publish => &self.publish_users,
