@@ -63,3 +63,46 @@ fn a_reload_that_changes_a_paths_source_closes_its_sessions() {
     let reader_closed = eventually(Duration::from_secs(5), || matches!(reader.receive(), Received::Closed));
     assert!(reader_closed, "the reader is closed");
 }
+
+#[test]
+fn a_reload_that_revokes_a_udp_readers_permission_ends_its_session() {
+    let config = |alice_reads: bool| {
+        format!(
+            "[server]\nrtsp_address = \"127.0.0.1:0\"\nrtp_address = \"127.0.0.1:0\"\nrtcp_address = \"127.0.0.1:0\"\n\
+             [[paths]]\npattern = \"^.+$\"\n\
+             [[users]]\nname = \"any\"\npermissions = [{{ action = \"publish\" }}]\n\
+             [[users]]\nname = \"alice\"\npassword = \"pw\"\npermissions = {}\n",
+            if alice_reads { "[{ action = \"read\" }]" } else { "[]" }
+        )
+    };
+    let (server, edge) = start(&config(true));
+    let addr = server.local_addr();
+    let _publisher = publish(addr, "cam", H264_SDP, None);
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rtcp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let transport = format!(
+        "RTP/AVP;unicast;client_port={}-{}",
+        rtp.local_addr().unwrap().port(),
+        rtcp.local_addr().unwrap().port()
+    );
+    let auth = common::binary::basic("alice", "pw");
+    let url = format!("rtsp://{addr}/cam");
+    let mut control = common::RawClient::connect(addr);
+    let r = control.request(
+        "SETUP",
+        &format!("{url}/trackID=0"),
+        &[("Transport", &transport), ("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let session = common::relay_fixtures::session_of(&r);
+    let r = control.request("PLAY", &url, &[("Session", &session), ("Authorization", &auth)], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+
+    edge.reload(Config::from_toml(&config(false)).unwrap());
+    let ended = eventually(Duration::from_secs(5), || {
+        let mut c = common::RawClient::connect(addr);
+        c.request("GET_PARAMETER", &url, &[("Session", &session)], b"").status == 454
+    });
+    assert!(ended, "the UDP session of a user who lost read permission ends");
+}
