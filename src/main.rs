@@ -4,9 +4,11 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use shardcast::edge::config::{Config, LogFormat, LogSection, EMBEDDED_DEFAULT};
+use shardcast::edge::host_checks::{self, LiveHost};
 use shardcast::edge::state::Edge;
 use shardcast::server::Server;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -14,6 +16,10 @@ use signal_hook::iterator::Signals;
 
 /// Exit code for a configuration that cannot be read or is invalid.
 const EXIT_BAD_CONFIG: u8 = 2;
+
+/// How long a graceful shutdown may take before the process exits anyway (systemd's stop timeout
+/// in tuning/shardcast.service is 15 s, so it never needs SIGKILL).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// shardcast: a thread-per-core RTSP media server.
 #[derive(Debug, Parser)]
@@ -80,6 +86,12 @@ fn init_logging(log: &LogSection) {
 /// Serves until SIGTERM or SIGINT; SIGHUP reloads paths and users.
 fn serve(config: Config, path: Option<&Path>) -> ExitCode {
     let server_config = config.server.to_server_config();
+    for warning in host_checks::check(&LiveHost, &server_config) {
+        tracing::warn!(
+            setting = warning.setting,
+            "host setting below recommendation: {warning}"
+        );
+    }
     let edge = Edge::new(config);
     let server = match Server::start(server_config, {
         let edge = edge.clone();
@@ -108,6 +120,11 @@ fn serve(config: Config, path: Option<&Path>) -> ExitCode {
         tracing::info!(signal, "shutting down");
         break;
     }
+    std::thread::spawn(|| {
+        std::thread::sleep(SHUTDOWN_DEADLINE);
+        tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, "connections did not close in time; exiting anyway");
+        std::process::exit(0);
+    });
     server.close();
     ExitCode::SUCCESS
 }

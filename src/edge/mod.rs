@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod handler;
+pub mod host_checks;
 pub mod paths;
 pub mod state;
 pub mod users;
