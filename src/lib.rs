@@ -7,6 +7,7 @@
 //! - [`fanout`]: the per-stream broadcast ring readers on every core share.
 //! - `runtime` (private): pinned glommio executors, SO_REUSEPORT sockets; the only `unsafe`.
 //! - [`server`]: the public server API, modelled on gortsplib's `Server`.
+//! - [`edge`]: what faces operators rather than RTSP clients: the Prometheus metrics exporter.
 //! - [`client`]: an RTSP client (play and record over TCP, UDP, multicast) for edge pull and loadgen.
 //!
 //! # Example
@@ -25,6 +26,7 @@
 
 pub mod client;
 pub mod config;
+pub mod edge;
 pub mod fanout;
 pub mod proto;
 // The server uses the runtime from the next commits on; until then parts of it are only tested.
