@@ -6,15 +6,21 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::relay_fixtures::{play_tcp, publish_tcp, rtp_packet, send_frame, start_relay, H264_SDP};
+use common::relay_fixtures::{
+    play_tcp, publish_tcp, rtp_packet, send_frame, session_of, start_relay, with_udp, H264_SDP,
+};
 use common::{eventually, RawClient, Received};
 use shardcast::edge::metrics::{render, BuildInfo};
 use shardcast::edge::metrics_http::{MetricsClient, MetricsServer};
-use shardcast::server::{Server, ServerMetrics};
+use shardcast::proto::rtsp::{Response, StatusCode};
+use shardcast::proto::Method;
+use shardcast::server::{
+    status_response, Handler, RequestContext, Server, ServerConfig, ServerMetrics, ServerStream, SetupTransport,
+};
 use shardcast::session::{SessionState, TransportKind};
 
 const SETTLE: Duration = Duration::from_secs(10);
@@ -168,6 +174,159 @@ fn a_reader_that_never_reads_makes_the_slow_reader_drop_counter_rise() {
     assert!(
         metrics.sent_packets + metrics.packets_dropped_slow_reader + metrics.ring_overrun_packets <= u64::from(seq),
         "a reader cannot be sent or lose more than was published: {metrics:#?}"
+    );
+    server.close();
+}
+
+// ---- UDP, and a stream's reader count ----
+
+/// Two UDP sockets on 127.0.0.1 (RTP, RTCP) and their `client_port` value.
+fn client_sockets() -> (UdpSocket, UdpSocket, String) {
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rtcp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let ports = format!(
+        "{}-{}",
+        rtp.local_addr().unwrap().port(),
+        rtcp.local_addr().unwrap().port()
+    );
+    (rtp, rtcp, ports)
+}
+
+/// A reader of `path` over UDP at `ports`: SETUP, PLAY.
+fn play_udp(addr: SocketAddr, path: &str, ports: &str) -> RawClient {
+    let mut c = RawClient::connect(addr);
+    let base = format!("rtsp://{addr}/{path}");
+    let t = format!("RTP/AVP;unicast;client_port={ports}");
+    let r = c.request("SETUP", &format!("{base}/trackID=0"), &[("Transport", &t)], b"");
+    assert_eq!(r.status, 200, "SETUP: {r:?}");
+    let session = session_of(&r);
+    assert_eq!(c.request("PLAY", &base, &[("Session", &session)], b"").status, 200);
+    c
+}
+
+#[test]
+fn udp_ingest_and_udp_sends_are_counted_exactly() {
+    const PACKETS: u16 = 40;
+    let (server, _paths) = start_relay(|c| {
+        with_udp(c);
+        c.disable_rtcp_sender_reports = true;
+    });
+    let addr = server.local_addr();
+    let (server_rtp, _) = server.context().udp_server_ports().unwrap();
+    // The publisher: ANNOUNCE, SETUP with client ports and mode=record, RECORD.
+    let (publisher_rtp, _publisher_rtcp, publisher_ports) = client_sockets();
+    let mut publisher = RawClient::connect(addr);
+    let base = format!("rtsp://{addr}/cam");
+    let r = publisher.request(
+        "ANNOUNCE",
+        &base,
+        &[("Content-Type", "application/sdp")],
+        H264_SDP.as_bytes(),
+    );
+    let session = session_of(&r);
+    let t = format!("RTP/AVP;unicast;client_port={publisher_ports};mode=record");
+    let r = publisher.request(
+        "SETUP",
+        &format!("{base}/streamid=0"),
+        &[("Transport", &t), ("Session", &session)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        publisher.request("RECORD", &base, &[("Session", &session)], b"").status,
+        200
+    );
+    let (reader_rtp, _reader_rtcp, reader_ports) = client_sockets();
+    let _reader = play_udp(addr, "cam", &reader_ports);
+    metrics_until(&server, "a UDP publisher and a UDP reader", |m| {
+        m.sessions.get(SessionState::Record, Some(TransportKind::Udp)) == 1
+            && m.sessions.get(SessionState::Play, Some(TransportKind::Udp)) == 1
+    });
+
+    let to = SocketAddr::from(([127, 0, 0, 1], server_rtp));
+    let packet_len = rtp_packet(0, &[7; 200]).len() as u64;
+    let mut got = 0u64;
+    let mut buf = [0u8; 2048];
+    for seq in 0..PACKETS {
+        publisher_rtp.send_to(&rtp_packet(seq, &[7; 200]), to).unwrap();
+        // One at a time, so no socket buffer on the way can overflow and make the count inexact.
+        let n = reader_rtp.recv(&mut buf).unwrap();
+        assert_eq!(n as u64, packet_len);
+        got += 1;
+    }
+    let metrics = metrics_until(&server, "every datagram counted", |m| {
+        m.received_packets == u64::from(PACKETS) && m.sent_packets == got
+    });
+    assert_eq!(metrics.received_bytes, u64::from(PACKETS) * packet_len);
+    assert_eq!(metrics.sent_bytes, got * packet_len);
+    assert_eq!((metrics.packets_lost, metrics.udp_ingress_dropped), (0, 0));
+    server.close();
+}
+
+/// A handler serving one stream to every reader, whatever the path.
+struct OneStream {
+    stream: ServerStream,
+}
+
+impl Handler for OneStream {
+    fn supported_methods(&self) -> &[Method] {
+        &[Method::Setup, Method::Play]
+    }
+
+    async fn on_setup(
+        &self,
+        _ctx: &RequestContext<'_>,
+        _transport: &SetupTransport,
+    ) -> (Response, Option<ServerStream>) {
+        (status_response(StatusCode::OK), Some(self.stream.clone()))
+    }
+
+    async fn on_play(&self, _ctx: &RequestContext<'_>) -> Response {
+        status_response(StatusCode::OK)
+    }
+}
+
+#[test]
+fn a_stream_reports_its_tcp_and_udp_readers_on_every_core() {
+    let streams: Arc<OnceLock<ServerStream>> = Arc::default();
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+    with_udp(&mut config);
+    let server = Server::start(config, {
+        let streams = streams.clone();
+        move |ctx, _| {
+            let stream = streams.get_or_init(|| {
+                ServerStream::new(ctx, shardcast::proto::sdp::parse(H264_SDP.as_bytes()).unwrap()).unwrap()
+            });
+            OneStream { stream: stream.clone() }
+        }
+    })
+    .unwrap();
+    // The cores make their handlers as they start.
+    assert!(eventually(SETTLE, || streams.get().is_some()));
+    let stream = streams.get().unwrap().clone();
+    let addr = server.local_addr();
+    assert_eq!(stream.stats().readers, 0);
+    let (first, _) = play_tcp(addr, "any");
+    let (_second, _) = play_tcp(addr, "any");
+    let (_rtp, _rtcp, ports) = client_sockets();
+    let _udp = play_udp(addr, "any", &ports);
+    assert!(
+        eventually(SETTLE, || stream.stats().readers == 3),
+        "{:?}",
+        stream.stats()
+    );
+    drop(first);
+    assert!(
+        eventually(SETTLE, || stream.stats().readers == 2),
+        "{:?}",
+        stream.stats()
+    );
+    stream.close();
+    assert!(
+        eventually(SETTLE, || stream.stats().readers == 0),
+        "{:?}",
+        stream.stats()
     );
     server.close();
 }
