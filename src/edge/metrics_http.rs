@@ -40,11 +40,11 @@ pub struct MetricsClient {
 }
 
 impl fmt::Debug for MetricsClient {
-    /// Never shows the password, so a client can be logged as it is.
+    /// Shows whether credentials were given but never them, so a client can be logged as it is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetricsClient")
             .field("ip", &self.ip)
-            .field("user", &self.basic.as_ref().map(|(user, _)| user))
+            .field("basic", &self.basic.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -123,7 +123,8 @@ fn respond(
                 body: render().into_bytes(),
             }
         } else {
-            tracing::info!(ip = %client.ip, user = ?client.basic.as_ref().map(|(u, _)| u), "metrics scrape refused");
+            // Not the user name either: it is half of a credential, and may be a mistyped password.
+            tracing::info!(ip = %client.ip, credentials_given = client.basic.is_some(), "metrics scrape refused");
             let mut response = HttpResponse::text(401, "unauthorized\n");
             response
                 .headers
@@ -165,12 +166,13 @@ mod tests {
     }
 
     #[test]
-    fn a_client_s_debug_output_hides_the_password() {
+    fn a_client_s_debug_output_hides_its_credentials() {
         let client = MetricsClient {
             ip: IpAddr::from([127, 0, 0, 1]),
             basic: Some(("admin".into(), "hunter2".into())),
         };
         let shown = format!("{client:?}");
-        assert!(shown.contains("admin") && !shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("admin") && !shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("127.0.0.1") && shown.contains("redacted"), "{shown}");
     }
 }
