@@ -8,7 +8,8 @@
 //! - `runtime` (private): pinned glommio executors, SO_REUSEPORT sockets; the only `unsafe`.
 //! - [`server`]: the public server API, modelled on gortsplib's `Server`.
 //! - [`client`]: an RTSP client (play and record over TCP, UDP, multicast) for edge pull and loadgen.
-//! - [`edge`]: the `shardcast` binary's application: configuration, paths, users and permissions.
+//! - [`edge`]: the `shardcast` binary's application: configuration, paths, users and permissions,
+//!   origin pull, the Prometheus metrics exporter.
 //!
 //! # Example
 //!

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::counters::DataPlaneCounters;
 use super::outbox::{Outbox, Outgoing, PushError};
 use super::ring::{PacketMeta, ReadOutcome, RingReader};
 use super::stream::StreamShared;
@@ -46,9 +47,10 @@ impl TcpReader {
         self.lost.get()
     }
 
-    fn deliver(&self, meta: PacketMeta, payload: &Bytes) {
+    /// Queues a packet to the reader; returns whether it was dropped because the queue was full.
+    fn deliver(&self, meta: PacketMeta, payload: &Bytes) -> bool {
         let Some(Some(rtp_channel)) = self.rtp_channels.get(usize::from(meta.track)) else {
-            return;
+            return false;
         };
         let channel = if meta.is_rtcp {
             rtp_channel.wrapping_add(1)
@@ -56,11 +58,14 @@ impl TcpReader {
             *rtp_channel
         };
         let Some(frame) = Outgoing::frame(channel, payload.clone()) else {
-            return;
+            return false;
         };
         match self.outbox.push_frame(frame) {
-            Ok(()) | Err(PushError::Closed) => {}
-            Err(PushError::Full) => self.lost.set(self.lost.get() + 1),
+            Ok(()) | Err(PushError::Closed) => false,
+            Err(PushError::Full) => {
+                self.lost.set(self.lost.get() + 1);
+                true
+            }
         }
     }
 }
@@ -184,20 +189,26 @@ pub(crate) struct CoreFanout {
     scratch: RefCell<Vec<u8>>,
     arena: RefCell<BytesMut>,
     udp_out: RefCell<Vec<UdpSend>>,
+    counters: Arc<DataPlaneCounters>,
 }
 
 impl CoreFanout {
-    /// The fan-out of core `core`.
+    /// The fan-out of core `core`, counting into a block of its own.
     pub(crate) fn new(core: usize) -> CoreFanout {
-        Self::with_queue_size(core, MAX_DRAIN_BUDGET * 2)
+        Self::with_queue_size(core, MAX_DRAIN_BUDGET * 2, Arc::default())
     }
 
     /// The fan-out of core `core` whose TCP readers queue up to `write_queue_size` packets.
     ///
     /// A drain pass moves at most half a queue's worth of packets per stream before yielding, so
     /// writers empty the queues between passes and a backlog waits in the ring (which is much
-    /// larger) instead of overflowing the queues of readers that keep up.
-    pub(crate) fn with_queue_size(core: usize, write_queue_size: usize) -> CoreFanout {
+    /// larger) instead of overflowing the queues of readers that keep up. Drops and ring overruns
+    /// are counted in `counters`, the core's block.
+    pub(crate) fn with_queue_size(
+        core: usize,
+        write_queue_size: usize,
+        counters: Arc<DataPlaneCounters>,
+    ) -> CoreFanout {
         CoreFanout {
             budget: (write_queue_size / 2).clamp(1, MAX_DRAIN_BUDGET),
             core,
@@ -206,6 +217,7 @@ impl CoreFanout {
             scratch: RefCell::new(Vec::new()),
             arena: RefCell::new(BytesMut::new()),
             udp_out: RefCell::new(Vec::new()),
+            counters,
         }
     }
 
@@ -237,6 +249,7 @@ impl CoreFanout {
             }
         };
         stream.want_sender_report();
+        stream.reader_joined();
         let local = &mut streams[index];
         let is_udp = matches!(reader, Reader::Udp(_));
         local.readers.push((id, reader));
@@ -253,6 +266,7 @@ impl CoreFanout {
             let before = local.readers.len();
             local.readers.retain(|(rid, _)| *rid != id);
             if local.readers.len() != before {
+                local.shared.reader_left(before - local.readers.len());
                 local.rebuild_udp_destinations();
             }
         }
@@ -280,6 +294,7 @@ impl CoreFanout {
                         tcp.outbox.close();
                     }
                 }
+                local.shared.reader_left(local.readers.len());
                 local.shared.unsubscribe(self.core);
                 return false;
             }
@@ -296,7 +311,11 @@ impl CoreFanout {
             if scratch.len() < local.cursor.slot_len() {
                 scratch.resize(local.cursor.slot_len(), 0);
             }
-            if drain_stream(local, self.budget, &mut scratch, &mut arena, &mut udp_out) == Drained::More {
+            let (drained, losses) = drain_stream(local, self.budget, &mut scratch, &mut arena, &mut udp_out);
+            self.counters.add_dropped_slow_reader(losses.dropped_slow_reader);
+            self.counters
+                .add_ring_overruns(losses.ring_overruns, losses.ring_overrun_packets);
+            if drained == Drained::More {
                 // Still behind: put the flag back so the next pass reads this stream again.
                 local.shared.mark_pending(self.core);
                 result = Drained::More;
@@ -312,20 +331,32 @@ impl CoreFanout {
     }
 }
 
+/// What one drain pass of a stream lost, summed so the core's counters are touched once per pass.
+#[derive(Debug, Default)]
+struct PassLosses {
+    /// Packets not queued because a reader's queue was full (one per reader and packet).
+    dropped_slow_reader: u64,
+    /// Times the core's cursor fell a whole ring behind.
+    ring_overruns: u64,
+    /// Packets the cursor skipped in those overruns.
+    ring_overrun_packets: u64,
+}
+
 fn drain_stream(
     local: &mut LocalStream,
     budget: usize,
     scratch: &mut [u8],
     arena: &mut BytesMut,
     udp_out: &mut Vec<UdpSend>,
-) -> Drained {
+) -> (Drained, PassLosses) {
+    let mut losses = PassLosses::default();
     for _ in 0..budget {
         match local.cursor.read(scratch) {
             ReadOutcome::Packet { len, meta, .. } => {
                 let payload = copy_into_arena(arena, &scratch[..len]);
                 for (_, reader) in &local.readers {
                     if let Reader::Tcp(tcp) = reader {
-                        tcp.deliver(meta, &payload);
+                        losses.dropped_slow_reader += u64::from(tcp.deliver(meta, &payload));
                     }
                 }
                 if let Some(destinations) = local.udp_destinations.get(usize::from(meta.track)) {
@@ -340,14 +371,16 @@ fn drain_stream(
                 }
             }
             ReadOutcome::Overrun { lost } => {
+                losses.ring_overruns += 1;
+                losses.ring_overrun_packets += lost;
                 for (_, reader) in &local.readers {
                     reader.add_lost(lost);
                 }
             }
-            ReadOutcome::Empty => return Drained::Done,
+            ReadOutcome::Empty => return (Drained::Done, losses),
         }
     }
-    Drained::More
+    (Drained::More, losses)
 }
 
 /// Copies a packet into the core's arena and returns it as shared bytes. `reserve` reclaims the
@@ -480,6 +513,7 @@ mod tests {
         fanout.drain();
         assert_eq!((slow.len(), slow_reader.lost()), (2, 8));
         assert_eq!((fast.len(), fast_reader.lost()), (10, 0));
+        assert_eq!(fanout.counters.counts().dropped_slow_reader, 8);
     }
 
     #[test]
@@ -510,6 +544,8 @@ mod tests {
         fanout.drain();
         assert_eq!(reader.lost() + outbox.len() as u64, 10);
         assert!(reader.lost() >= 6, "lost {}", reader.lost());
+        let counts = fanout.counters.counts();
+        assert_eq!((counts.ring_overruns, counts.ring_overrun_packets), (1, reader.lost()));
     }
 
     #[test]
@@ -518,13 +554,16 @@ mod tests {
         let fanout = CoreFanout::new(0);
         let outbox = Rc::new(Outbox::new(8));
         let id = fanout.add_reader(&stream, Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)])));
+        assert_eq!(stream.reader_count(), 1);
         fanout.remove_reader(id);
-        assert_eq!(fanout.reader_count(), 0);
+        assert_eq!((fanout.reader_count(), stream.reader_count()), (0, 0));
         fanout.add_reader(&stream, Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)])));
+        fanout.add_reader(&stream, Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)])));
+        assert_eq!(stream.reader_count(), 2);
         stream.close();
         fanout.drain();
         assert!(outbox.is_closed());
-        assert_eq!(fanout.reader_count(), 0);
+        assert_eq!((fanout.reader_count(), stream.reader_count()), (0, 0));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 // The server wires these in the next commits; until then they are exercised by their own tests.
 #[allow(dead_code)]
 pub(crate) mod core;
+pub(crate) mod counters;
 #[allow(dead_code)]
 pub(crate) mod outbox;
 pub mod ring;

@@ -9,9 +9,12 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use bytes::Bytes;
+
+use super::counters::DataPlaneCounters;
 
 /// One item waiting to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +55,8 @@ pub(crate) enum PushError {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     inner: RefCell<Inner>,
+    /// Where the frames the writer wrote are counted, if anywhere.
+    counters: Option<Arc<DataPlaneCounters>>,
 }
 
 #[derive(Debug)]
@@ -67,7 +72,18 @@ struct Inner {
 impl Outbox {
     /// An empty outbox holding at most `frame_capacity` frames.
     pub(crate) fn new(frame_capacity: usize) -> Outbox {
+        Self::build(frame_capacity, None)
+    }
+
+    /// An empty outbox whose written frames are counted as sent in `counters` (see
+    /// [`Outbox::next_batch`]).
+    pub(crate) fn counted(frame_capacity: usize, counters: Arc<DataPlaneCounters>) -> Outbox {
+        Self::build(frame_capacity, Some(counters))
+    }
+
+    fn build(frame_capacity: usize, counters: Option<Arc<DataPlaneCounters>>) -> Outbox {
         Outbox {
+            counters,
             inner: RefCell::new(Inner {
                 // Grows with use up to the bound; an idle reader's queue stays small.
                 items: VecDeque::with_capacity(frame_capacity.min(16) + 8),
@@ -131,7 +147,17 @@ impl Outbox {
 
     /// Waits for items and moves up to `max` of them into `batch` (which it clears first).
     /// Returns `false` when the outbox is closed and empty: the writer is done.
+    ///
+    /// The writer asks for the next batch only once it wrote the previous one, so the frames still
+    /// in `batch` are counted as sent here: once per batch, and never for a batch whose write failed.
     pub(crate) async fn next_batch(&self, batch: &mut Vec<Outgoing>, max: usize) -> bool {
+        if let Some(counters) = self.counters.as_ref() {
+            let (frames, bytes) = batch.iter().fold((0u64, 0u64), |(frames, bytes), item| match item {
+                Outgoing::Frame { payload, .. } => (frames + 1, bytes + payload.len() as u64),
+                Outgoing::Message(_) => (frames, bytes),
+            });
+            counters.add_sent(frames, bytes);
+        }
         batch.clear();
         poll_fn(|cx| {
             let mut inner = self.inner.borrow_mut();
@@ -208,6 +234,22 @@ mod tests {
         let mut batch = Vec::new();
         assert!(futures_lite::future::block_on(outbox.next_batch(&mut batch, 8)));
         assert!(!futures_lite::future::block_on(outbox.next_batch(&mut batch, 8)));
+    }
+
+    #[test]
+    fn frames_are_counted_as_sent_when_the_writer_comes_back_for_more() {
+        let counters = Arc::new(DataPlaneCounters::default());
+        let outbox = Outbox::counted(4, counters.clone());
+        outbox.push_message(Bytes::from_static(b"response")).unwrap();
+        outbox.push_frame(frame(1)).unwrap();
+        outbox.push_frame(frame(2)).unwrap();
+        let mut batch = Vec::new();
+        assert!(futures_lite::future::block_on(outbox.next_batch(&mut batch, 8)));
+        assert_eq!(counters.counts().sent_packets, 0, "not written yet");
+        outbox.close();
+        assert!(!futures_lite::future::block_on(outbox.next_batch(&mut batch, 8)));
+        let counts = counters.counts();
+        assert_eq!((counts.sent_packets, counts.sent_bytes), (2, 8));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub(crate) struct StreamShared {
     bells: Arc<CoreBells>,
     counters: Counters,
     closed: AtomicBool,
+    /// Readers of the stream on every core (each core's fan-out adds and removes its own).
+    readers: AtomicUsize,
     /// A reader joined: the next packet of each track (bit per track; tracks past 63 share the
     /// last bit) should be followed by a sender report.
     sender_report_wanted: AtomicU64,
@@ -80,6 +82,7 @@ impl StreamShared {
             bells,
             counters: Counters::default(),
             closed: AtomicBool::new(false),
+            readers: AtomicUsize::new(0),
             sender_report_wanted: AtomicU64::new(0),
         })
     }
@@ -133,6 +136,24 @@ impl StreamShared {
             interest.readers.fetch_add(1, Ordering::AcqRel);
         }
         self.writer.lock().unwrap_or_else(PoisonError::into_inner).subscribe()
+    }
+
+    /// Counts a reader that joined on some core (several readers of one core share one subscription).
+    pub(crate) fn reader_joined(&self) {
+        self.readers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Uncounts `readers` readers that left.
+    pub(crate) fn reader_left(&self, readers: usize) {
+        // Saturating, like `unsubscribe`: a count that wrapped would report billions of readers.
+        let _ = self.readers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(readers))
+        });
+    }
+
+    /// Readers of the stream on every core.
+    pub(crate) fn reader_count(&self) -> usize {
+        self.readers.load(Ordering::Relaxed)
     }
 
     /// Removes a reader registered with [`StreamShared::subscribe`].

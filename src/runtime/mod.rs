@@ -5,6 +5,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod doorbell;
+pub(crate) mod http;
 pub(crate) mod listen;
 pub(crate) mod multicast;
 pub(crate) mod pool;

@@ -11,6 +11,7 @@ use glommio::net::TcpStream;
 
 use super::core::CoreState;
 use super::handler::Handler;
+use super::metrics::ConnectionGauge;
 use super::requests::{handle_frame, handle_request, Next};
 use super::signal::CloseSignal;
 use crate::fanout::outbox::Outbox;
@@ -160,8 +161,11 @@ pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream
             return;
         }
     };
+    // Counted open until this function returns; counted as accepted unless it moved from another core.
+    let _gauge = ConnectionGauge::open(state.context.counters().clone(), state.core, arrival.is_none());
     let config = state.context.config();
-    let outbox = Rc::new(Outbox::new(config.write_queue_size));
+    let data_plane_counters = state.context.counters().core(state.core).data_plane.clone();
+    let outbox = Rc::new(Outbox::counted(config.write_queue_size, data_plane_counters));
     let shared = Rc::new(ConnShared {
         id: state.next_conn_id(),
         remote_addr,

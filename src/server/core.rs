@@ -93,11 +93,12 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
     let data_plane =
         glommio::executor().create_task_queue(Shares::Static(1000), Latency::Matters(DATA_PLANE_LATENCY), "data-plane");
     let write_queue_size = context.config().write_queue_size;
+    let data_plane_counters = context.counters().core(core).data_plane.clone();
     let state = Rc::new(CoreState {
         core,
         context,
         handler,
-        fanout: CoreFanout::with_queue_size(core, write_queue_size),
+        fanout: CoreFanout::with_queue_size(core, write_queue_size, data_plane_counters),
         data_plane,
         sessions: SessionRegistry::default(),
         conns: RefCell::new(HashMap::new()),
@@ -192,7 +193,12 @@ async fn run_fanout<H: Handler>(state: Rc<CoreState<H>>, mut bell: AdoptedDoorbe
             let drained = state.fanout.drain();
             state.fanout.take_udp_sends(&mut udp_sends);
             if let Some(udp) = state.udp.as_ref() {
-                send_fanout(udp, &mut udp_sends).await;
+                send_fanout(
+                    udp,
+                    &mut udp_sends,
+                    &state.context.counters().core(state.core).data_plane,
+                )
+                .await;
             }
             udp_sends.clear();
             if drained == Drained::Done {
@@ -210,6 +216,10 @@ const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(1);
 async fn housekeeping<H: Handler>(state: Rc<CoreState<H>>) {
     loop {
         glommio::timer::sleep(HOUSEKEEPING_PERIOD).await;
+        // The executor's stats restart at each read: what it spent running tasks and polling I/O,
+        // not parked, since the previous period. Nothing else on this core reads them.
+        let busy = glommio::executor().executor_stats().total_runtime();
+        state.context.counters().core(state.core).add_busy(busy);
         state.sessions.report_reader_losses(&state.handler);
         let now = std::time::Instant::now();
         state.sessions.close_expired(&state, now);

@@ -10,6 +10,7 @@ mod conn;
 mod core;
 mod handler;
 mod lifecycle;
+mod metrics;
 mod migrate;
 mod multicast;
 mod receiver;
@@ -32,6 +33,7 @@ pub use config::{
 pub use conn::{CloseReason, ServerConn};
 pub use handler::{status_response, Handler, RequestContext};
 pub use lifecycle::{Server, StartError};
+pub use metrics::{ServerMetrics, SessionCounts, SESSION_STATES, SESSION_TRANSPORTS};
 pub use multicast::MULTICAST_TTL;
 pub use session::{PublishedPacket, ReaderLagged, ServerSession, SessionCloseReason};
 pub use stream::{ServerStream, StreamError, StreamStats, StreamWriteError};
@@ -53,6 +55,7 @@ struct ContextInner {
     udp: Option<Arc<udp::UdpShared>>,
     multicast: Option<multicast::MulticastShared>,
     sessions: migrate::SessionDirectory,
+    counters: Arc<metrics::ServerCounters>,
 }
 
 impl std::fmt::Debug for ServerContext {
@@ -82,8 +85,10 @@ impl ServerContext {
             }
             _ => None,
         };
+        let counters = Arc::new(metrics::ServerCounters::new(bells.len()));
         ServerContext {
             inner: Arc::new(ContextInner {
+                counters,
                 config,
                 local_addr,
                 bells,
@@ -110,6 +115,20 @@ impl ServerContext {
     /// UDP datagrams from publishers dropped because the core owning their session fell behind.
     pub fn udp_ingress_dropped(&self) -> u64 {
         self.inner.udp.as_ref().map_or(0, |u| u.dropped())
+    }
+
+    /// A snapshot of the server's counters, summed over its cores: connections, sessions by state
+    /// and transport, packets and bytes in and out, losses and drops, per-core busy time. Cheap
+    /// enough to call on every scrape; never blocks the cores.
+    pub fn metrics(&self) -> ServerMetrics {
+        let mut metrics = self.inner.counters.snapshot();
+        metrics.udp_ingress_dropped = self.udp_ingress_dropped();
+        metrics
+    }
+
+    /// Every core's counters.
+    pub(crate) fn counters(&self) -> &Arc<metrics::ServerCounters> {
+        &self.inner.counters
     }
 
     pub(crate) fn udp(&self) -> Option<&Arc<udp::UdpShared>> {

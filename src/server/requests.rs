@@ -253,7 +253,7 @@ async fn announce<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, reque
         state.sessions.close(state, &session, SessionCloseReason::Teardown);
         return Reply::new(response);
     }
-    session.shared.state.set(SessionState::PreRecord);
+    session.shared.set_state(SessionState::PreRecord);
     *session.shared.path.borrow_mut() = parts.path;
     *session.shared.query.borrow_mut() = parts.query;
     *session.shared.announced.borrow_mut() = Some(description);
@@ -263,9 +263,12 @@ async fn announce<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, reque
 
 fn new_session<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn) -> ServerSession {
     let config = state.context.config();
-    let session = state
-        .sessions
-        .create(&conn.shared, Liveness::new(Instant::now(), config.idle_timeout));
+    let session = state.sessions.create(
+        &conn.shared,
+        Liveness::new(Instant::now(), config.idle_timeout),
+        state.context.counters().clone(),
+        state.core,
+    );
     state.context.sessions().insert(session.id(), state.core);
     state.handler.on_session_open(&session, conn);
     session
@@ -485,8 +488,8 @@ async fn setup_in_session<H: Handler>(
         client_ports,
         multicast_group,
     });
-    session.shared.transport.set(Some(kind));
-    session.shared.state.set(next_state);
+    session.shared.set_transport(kind);
+    session.shared.set_state(next_state);
     let mut answer = offer.clone();
     match client_ports {
         None if kind == TransportKind::Multicast => {
@@ -618,7 +621,7 @@ async fn play<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request: 
         return Reply::new(response);
     }
     let already_playing = session.state() == SessionState::Play;
-    session.shared.state.set(next);
+    session.shared.set_state(next);
     if let Some(stream) = session.stream() {
         let base = request.url.trim_end_matches('/');
         let now = Instant::now();
@@ -748,7 +751,7 @@ async fn record<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request
         if session.transport() == Some(TransportKind::Udp) {
             start_udp_ingest(state, &session).await;
         }
-        session.shared.state.set(next);
+        session.shared.set_state(next);
         let config = state.context.config();
         let mut liveness = session.shared.liveness.get();
         liveness.set_timeout(config.read_timeout);
@@ -765,7 +768,7 @@ async fn pause<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerConn, request:
     };
     if response.status == StatusCode::OK {
         stop_reading(state, &session);
-        session.shared.state.set(next);
+        session.shared.set_state(next);
         set_session_header(state, &mut response, &session);
     }
     Reply::new(response)
@@ -868,6 +871,8 @@ pub(crate) fn handle_frame<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerCo
     liveness.touch(Instant::now());
     session.shared.liveness.set(liveness);
     if session.state() == SessionState::Record {
+        // Per frame, but on this core's own cache line: frames arrive one decode at a time.
+        let counters = &state.context.counters().core(state.core).data_plane;
         if !is_rtcp {
             match crate::proto::rtp::RtpView::parse(&frame.payload) {
                 Ok(view) => {
@@ -879,6 +884,7 @@ pub(crate) fn handle_frame<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerCo
                         sequences[media.track].observe(view.sequence_number())
                     };
                     if let SeqEvent::Lost(n) = lost {
+                        counters.add_lost(u64::from(n));
                         state.handler.on_packets_lost(&session, u64::from(n));
                     }
                 }
@@ -888,6 +894,7 @@ pub(crate) fn handle_frame<H: Handler>(state: &Rc<CoreState<H>>, conn: &ServerCo
                 }
             }
         }
+        counters.add_received(1, frame.payload.len() as u64);
         if let Some(callback) = session.shared.on_packet.borrow_mut().as_mut() {
             callback(super::session::PublishedPacket {
                 track: media.track,

@@ -9,6 +9,7 @@ use std::rc::{Rc, Weak};
 use super::conn::ConnShared;
 use super::core::CoreState;
 use super::handler::Handler;
+use super::metrics::SessionGauge;
 use super::stream::ServerStream;
 use crate::fanout::core::{Reader, ReaderId};
 use crate::proto::sdp::SessionDescription;
@@ -62,10 +63,14 @@ pub(crate) struct SetupMedia {
 pub(crate) struct SessionShared {
     pub(crate) id: String,
     pub(crate) creator_ip: IpAddr,
+    /// Read freely; changed through [`SessionShared::set_state`], which keeps the gauge right.
     pub(crate) state: Cell<SessionState>,
     pub(crate) path: RefCell<String>,
     pub(crate) query: RefCell<Option<String>>,
+    /// Read freely; changed through [`SessionShared::set_transport`].
     pub(crate) transport: Cell<Option<TransportKind>>,
+    /// Counts the session in its core's sessions-by-state-and-transport gauge.
+    gauge: SessionGauge,
     /// The connection a TCP session is bound to.
     pub(crate) conn: RefCell<Weak<ConnShared>>,
     pub(crate) medias: RefCell<Vec<SetupMedia>>,
@@ -84,6 +89,20 @@ pub(crate) struct SessionShared {
     pub(crate) next_receiver_report: Cell<Option<std::time::Instant>>,
     pub(crate) liveness: Cell<Liveness>,
     pub(crate) on_packet: RefCell<Option<PacketCallback>>,
+}
+
+impl SessionShared {
+    /// Moves the session to `state`.
+    pub(crate) fn set_state(&self, state: SessionState) {
+        self.state.set(state);
+        self.gauge.set(state, self.transport.get());
+    }
+
+    /// Records how the session's media travels.
+    pub(crate) fn set_transport(&self, transport: TransportKind) {
+        self.transport.set(Some(transport));
+        self.gauge.set(self.state.get(), Some(transport));
+    }
 }
 
 /// A session, as the handler sees it. Cheap to clone; only valid on its own core.
@@ -164,8 +183,14 @@ pub(crate) struct SessionRegistry {
 }
 
 impl SessionRegistry {
-    /// Creates a session in the Initial state.
-    pub(crate) fn create(&self, conn: &Rc<ConnShared>, liveness: Liveness) -> ServerSession {
+    /// Creates a session in the Initial state, counted in core `core`'s block of `counters` until it closes.
+    pub(crate) fn create(
+        &self,
+        conn: &Rc<ConnShared>,
+        liveness: Liveness,
+        counters: std::sync::Arc<super::metrics::ServerCounters>,
+        core: usize,
+    ) -> ServerSession {
         let creator_ip = conn.remote_addr.ip();
         let id = loop {
             let id = super::random_hex(8);
@@ -180,6 +205,7 @@ impl SessionRegistry {
             path: RefCell::new(String::new()),
             query: RefCell::new(None),
             transport: Cell::new(None),
+            gauge: SessionGauge::open(counters, core, SessionState::Initial),
             conn: RefCell::new(Rc::downgrade(conn)),
             medias: RefCell::new(Vec::new()),
             announced: RefCell::new(None),
@@ -216,6 +242,7 @@ impl SessionRegistry {
             udp.forget_session(&session.shared.id);
         }
         leave_multicast(state, session);
+        session.shared.gauge.release();
         session.shared.on_packet.borrow_mut().take();
         tracing::debug!(session = %session.shared.id, %reason, "session closed");
         state.handler.on_session_close(session, &reason);
@@ -284,6 +311,7 @@ impl SessionRegistry {
         for shared in all {
             context.sessions().remove(&shared.id);
             let session = ServerSession { shared };
+            session.shared.gauge.release();
             session.shared.on_packet.borrow_mut().take();
             handler.on_session_close(&session, &SessionCloseReason::ServerClosed);
         }

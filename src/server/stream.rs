@@ -84,6 +84,8 @@ struct StreamInner {
     description: RwLock<SessionDescription>,
     tracks: Mutex<Vec<TrackClock>>,
     sender_reports: bool,
+    /// The server's counters, for what is sent to multicast groups.
+    counters: Arc<super::metrics::ServerCounters>,
 }
 
 /// A stream readers play from. Clone it freely: clones share one stream; it is `Send + Sync`, so a
@@ -110,6 +112,9 @@ pub struct StreamStats {
     pub bytes: u64,
     /// Packets refused (larger than the max packet size).
     pub refused: u64,
+    /// Readers playing the stream now, on every core, over TCP or UDP (multicast readers are
+    /// not counted: the group, not the server, delivers to them).
+    pub readers: usize,
 }
 
 impl ServerStream {
@@ -126,6 +131,7 @@ impl ServerStream {
                 description: RwLock::new(description),
                 tracks: Mutex::new(tracks),
                 sender_reports: !config.disable_rtcp_sender_reports,
+                counters: context.counters().clone(),
             }),
         })
     }
@@ -252,7 +258,11 @@ impl ServerStream {
         if self.inner.multicast_on.load(std::sync::atomic::Ordering::Acquire) {
             let multicast = self.inner.multicast.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(Some(sender)) = multicast.get(track) {
+                let dropped = sender.dropped();
                 sender.send(is_rtcp, packet);
+                if sender.dropped() == dropped {
+                    self.inner.counters.add_multicast_sent(1, packet.len() as u64);
+                }
             }
         }
         let meta = PacketMeta {
@@ -307,13 +317,14 @@ impl ServerStream {
         Some((last.sequence.wrapping_add(1), last.timestamp.wrapping_add(ticks)))
     }
 
-    /// Packets, bytes and refused packets so far.
+    /// Packets, bytes and refused packets so far, and the readers playing the stream now.
     pub fn stats(&self) -> StreamStats {
         let (packets, bytes, refused) = self.inner.shared.counts();
         StreamStats {
             packets,
             bytes,
             refused,
+            readers: self.inner.shared.reader_count(),
         }
     }
 

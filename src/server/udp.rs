@@ -21,6 +21,7 @@ use super::handler::Handler;
 use super::receiver::{receiver_report, RECEIVER_REPORT_INTERVAL};
 use super::session::{PublishedPacket, ServerSession};
 use crate::fanout::core::UdpSend;
+use crate::fanout::counters::DataPlaneCounters;
 use crate::fanout::stream::CoreBells;
 use crate::proto::rtcp::RtcpPacket;
 use crate::proto::rtp::RtpView;
@@ -230,44 +231,66 @@ pub(crate) async fn run_ingest<H: Handler>(state: Rc<CoreState<H>>, mut bell: cr
     let Some(mailbox) = udp.shared.mailboxes.get(state.core) else {
         return;
     };
+    let counters = &state.context.counters().core(state.core).data_plane;
     while bell.rung().await {
+        let (mut packets, mut bytes, mut lost) = (0u64, 0u64, 0u64);
         while let Some(ingress) = mailbox.pop() {
-            handle_ingress(&state, udp, ingress);
+            let len = ingress.data.len() as u64;
+            match handle_ingress(&state, udp, ingress) {
+                Ingested::Publisher { lost: n } => {
+                    packets += 1;
+                    bytes += len;
+                    lost += n;
+                }
+                Ingested::Other => {}
+            }
         }
+        counters.add_received(packets, bytes);
+        counters.add_lost(lost);
     }
 }
 
-fn handle_ingress<H: Handler>(state: &Rc<CoreState<H>>, udp: &CoreUdp, ingress: Ingress) {
+/// What a datagram routed to this core was.
+enum Ingested {
+    /// A publisher's packet, whose sequence number showed `lost` packets missing before it.
+    Publisher { lost: u64 },
+    /// Anything else: a reader's receiver report, a stray or invalid datagram.
+    Other,
+}
+
+fn handle_ingress<H: Handler>(state: &Rc<CoreState<H>>, udp: &CoreUdp, ingress: Ingress) -> Ingested {
     let client = udp.clients.borrow().get(&ingress.from).cloned();
-    let Some(client) = client else { return };
+    let Some(client) = client else {
+        return Ingested::Other;
+    };
     let Some(session) = state.sessions.get(&client.session) else {
-        return;
+        return Ingested::Other;
     };
     if client.is_rtcp != ingress.is_rtcp {
-        return; // RTP arriving from the RTCP port or the reverse: not what was negotiated
+        return Ingested::Other; // RTP arriving from the RTCP port or the reverse: not what was negotiated
     }
     touch(&session);
     if session.state() != SessionState::Record {
-        return; // a reader's receiver report: keeping it alive is all it does
+        return Ingested::Other; // a reader's receiver report: keeping it alive is all it does
     }
     if ingress.oversized {
         let error = OversizedDatagram {
             max: state.context.config().max_packet_size,
         };
         state.handler.on_decode_error(&session, &error);
-        return;
+        return Ingested::Other;
     }
     let now = Instant::now();
     if ingress.is_rtcp {
         note_sender_reports(&session, client.track, &ingress.data, now);
         deliver(&session, client.track, true, &ingress.data);
-        return;
+        return Ingested::Publisher { lost: 0 };
     }
     let view = match RtpView::parse(&ingress.data) {
         Ok(view) => view,
         Err(e) => {
             state.handler.on_decode_error(&session, &e);
-            return;
+            return Ingested::Other;
         }
     };
     let seq = view.sequence_number();
@@ -276,7 +299,7 @@ fn handle_ingress<H: Handler>(state: &Rc<CoreState<H>>, udp: &CoreUdp, ingress: 
     {
         let mut receivers = session.shared.receivers.borrow_mut();
         let Some(receiver) = receivers.get_mut(client.track) else {
-            return;
+            return Ingested::Other;
         };
         let pushed = receiver.reorder.push(seq, ingress.data, &mut |r| released.push(r));
         if pushed != Pushed::Accepted {
@@ -290,13 +313,18 @@ fn handle_ingress<H: Handler>(state: &Rc<CoreState<H>>, udp: &CoreUdp, ingress: 
             }
         }
     }
+    let mut lost = 0;
     for r in released.drain(..) {
         match r {
             Released::Packet(packet) => deliver(&session, client.track, false, &packet),
-            Released::Lost(n) => state.handler.on_packets_lost(&session, u64::from(n)),
+            Released::Lost(n) => {
+                lost += u64::from(n);
+                state.handler.on_packets_lost(&session, u64::from(n));
+            }
         }
     }
     *udp.released.borrow_mut() = released;
+    Ingested::Publisher { lost }
 }
 
 /// Hands a publisher's packet to the session's callback.
@@ -370,18 +398,25 @@ pub struct OversizedDatagram {
     pub max: usize,
 }
 
-/// Sends what the fan-out queued for this core's UDP readers.
-pub(crate) async fn send_fanout(udp: &CoreUdp, sends: &mut Vec<UdpSend>) {
+/// Sends what the fan-out queued for this core's UDP readers, counting what the kernel took once
+/// per call.
+pub(crate) async fn send_fanout(udp: &CoreUdp, sends: &mut Vec<UdpSend>, counters: &DataPlaneCounters) {
+    let (mut packets, mut bytes) = (0u64, 0u64);
     for send in sends.drain(..) {
         let socket = if send.is_rtcp { &udp.rtcp } else { &udp.rtp };
         let mut on_error = |index: usize, error: std::io::Error| {
             tracing::trace!(destination = ?send.destinations.get(index), %error, "UDP send to a reader failed");
         };
-        if let Err(e) = socket
+        match socket
             .send_to_many(&send.payload, &send.destinations, &mut on_error)
             .await
         {
-            tracing::debug!(error = %e, "UDP fan-out send failed");
+            Ok(sent) => {
+                packets += sent as u64;
+                bytes += (sent * send.payload.len()) as u64;
+            }
+            Err(e) => tracing::debug!(error = %e, "UDP fan-out send failed"),
         }
     }
+    counters.add_sent(packets, bytes);
 }
