@@ -92,6 +92,16 @@ impl StreamShared {
     /// The lock is uncontended in practice (one publisher per stream); it only makes `ServerStream`
     /// usable from any thread.
     pub(crate) fn write(&self, meta: PacketMeta, packet: &[u8]) -> Result<(), RingError> {
+        self.append(meta, packet, true)
+    }
+
+    /// Appends a packet the server made itself (a sender report): delivered like any other but not
+    /// counted as written to the stream, whose counters say what its source sent.
+    pub(crate) fn write_generated(&self, meta: PacketMeta, packet: &[u8]) -> Result<(), RingError> {
+        self.append(meta, packet, false)
+    }
+
+    fn append(&self, meta: PacketMeta, packet: &[u8], counted: bool) -> Result<(), RingError> {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -104,8 +114,10 @@ impl StreamShared {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
-        self.counters.packets.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
+        if counted {
+            self.counters.packets.fetch_add(1, Ordering::Relaxed);
+            self.counters.bytes.fetch_add(packet.len() as u64, Ordering::Relaxed);
+        }
         self.ring_interested_cores();
         Ok(())
     }

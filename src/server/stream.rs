@@ -103,10 +103,19 @@ impl std::fmt::Debug for ServerStream {
     }
 }
 
+/// Who made a packet written to the stream: its stats count only what the source wrote.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// The publisher, puller or application writing the stream.
+    Source,
+    /// The server itself (sender reports).
+    Server,
+}
+
 /// What went through a stream so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamStats {
-    /// Packets written.
+    /// Packets written by the stream's source (not the sender reports the server adds).
     pub packets: u64,
     /// Bytes written.
     pub bytes: u64,
@@ -196,10 +205,10 @@ impl ServerStream {
             clock.octets = clock.octets.wrapping_add(view.payload().len() as u32);
             self.sender_report_due(track, clock, now)
         };
-        self.push(track, false, packet)?;
+        self.push(track, false, packet, Origin::Source)?;
         if let Some(report) = report {
             // The report describes the packet just written, so it follows it.
-            self.push(track, true, &report)?;
+            self.push(track, true, &report, Origin::Server)?;
         }
         Ok(())
     }
@@ -225,7 +234,7 @@ impl ServerStream {
                 }
             }
         }
-        self.push(track, true, packet)
+        self.push(track, true, packet, Origin::Source)
     }
 
     /// Writes an RTP or RTCP packet (the relay case).
@@ -254,7 +263,7 @@ impl ServerStream {
         multicast.iter().flatten().map(MulticastSender::dropped).sum()
     }
 
-    fn push(&self, track: usize, is_rtcp: bool, packet: &[u8]) -> Result<(), StreamWriteError> {
+    fn push(&self, track: usize, is_rtcp: bool, packet: &[u8], origin: Origin) -> Result<(), StreamWriteError> {
         if self.inner.multicast_on.load(std::sync::atomic::Ordering::Acquire) {
             let multicast = self.inner.multicast.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(Some(sender)) = multicast.get(track) {
@@ -269,7 +278,11 @@ impl ServerStream {
             track: track as u8,
             is_rtcp,
         };
-        self.inner.shared.write(meta, packet).map_err(|e| match e {
+        let written = match origin {
+            Origin::Source => self.inner.shared.write(meta, packet),
+            Origin::Server => self.inner.shared.write_generated(meta, packet),
+        };
+        written.map_err(|e| match e {
             RingError::PacketTooLarge { len, max } => StreamWriteError::TooLarge { len, max },
             RingError::CapacityNotPowerOfTwo(_) => StreamWriteError::TooLarge {
                 len: packet.len(),
