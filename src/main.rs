@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use shardcast::edge::config::{Config, LogFormat, LogSection, EMBEDDED_DEFAULT};
+use shardcast::edge::exporter;
 use shardcast::edge::host_checks::{self, LiveHost};
 use shardcast::edge::state::Edge;
 use shardcast::server::Server;
@@ -92,6 +93,7 @@ fn serve(config: Config, path: Option<&Path>) -> ExitCode {
             "host setting below recommendation: {warning}"
         );
     }
+    let metrics_address = config.metrics.as_ref().map(|m| m.address);
     let edge = Edge::new(config);
     let server = match Server::start(server_config, {
         let edge = edge.clone();
@@ -104,6 +106,18 @@ fn serve(config: Config, path: Option<&Path>) -> ExitCode {
         }
     };
     tracing::info!(address = %server.local_addr(), "serving RTSP");
+    let metrics = match metrics_address.map(|a| exporter::start(a, &edge, server.context())) {
+        Some(Ok(metrics)) => {
+            tracing::info!(address = %metrics.local_addr(), "serving metrics");
+            Some(metrics)
+        }
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot serve metrics");
+            server.close();
+            return ExitCode::from(1);
+        }
+        None => None,
+    };
     let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -125,6 +139,7 @@ fn serve(config: Config, path: Option<&Path>) -> ExitCode {
         tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, "connections did not close in time; exiting anyway");
         std::process::exit(0);
     });
+    drop(metrics);
     server.close();
     ExitCode::SUCCESS
 }

@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::http::{exchange, get, header, status};
 use common::relay_fixtures::{
     play_tcp, publish_tcp, rtp_packet, send_frame, session_of, start_relay, with_udp, H264_SDP,
 };
@@ -356,36 +357,6 @@ fn endpoint(server: &Server) -> MetricsServer {
         }),
     )
     .unwrap()
-}
-
-/// A raw HTTP exchange: sends `request` and reads until the server closes.
-fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream.write_all(request).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    String::from_utf8(response).unwrap()
-}
-
-fn get(addr: SocketAddr, method: &str, path: &str, authorization: Option<&str>) -> String {
-    let auth = authorization.map_or(String::new(), |a| format!("Authorization: Basic {a}\r\n"));
-    exchange(
-        addr,
-        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n").as_bytes(),
-    )
-}
-
-fn status(response: &str) -> &str {
-    response.split(' ').nth(1).unwrap_or_default()
-}
-
-fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
-    let head = response.split("\r\n\r\n").next()?;
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 #[test]

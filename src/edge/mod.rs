@@ -5,6 +5,7 @@
 //! `src/main.rs` only parses arguments, installs signals and wires these together.
 
 pub mod config;
+pub mod exporter;
 pub mod handler;
 pub mod host_checks;
 pub mod metrics;

@@ -46,6 +46,8 @@ pub struct PathStats {
     pub publishers: usize,
     /// What went through its stream (zero without one).
     pub stream: StreamStats,
+    /// Where the path's stream comes from.
+    pub source: PathSource,
 }
 
 /// What a reload changed that only a restart applies.
@@ -134,6 +136,7 @@ impl Edge {
                 readers: active.readers,
                 publishers: usize::from(active.publisher.is_some()),
                 stream: active.stream.as_ref().map(ServerStream::stats).unwrap_or_default(),
+                source: active.identity.1.clone(),
             })
             .collect();
         stats.sort_by(|a, b| a.name.cmp(&b.name));

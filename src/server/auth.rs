@@ -98,6 +98,15 @@ impl StoredPassword {
         Ok(StoredPassword::Sha256(digest))
     }
 
+    /// Whether `password`, received in clear (Basic authentication), is this password; the
+    /// comparison takes the same time wherever the first difference is.
+    pub fn matches_clear(&self, password: &str) -> bool {
+        match self {
+            StoredPassword::Plain(expected) => constant_time_eq(expected.as_bytes(), password.as_bytes()),
+            StoredPassword::Sha256(digest) => constant_time_eq(&Sha256::digest(password.as_bytes()), digest),
+        }
+    }
+
     /// Whether this is a digest, which only Basic authentication can check.
     pub fn is_hashed(&self) -> bool {
         matches!(self, StoredPassword::Sha256(_))
@@ -172,9 +181,8 @@ impl ServerConn {
                     password: &password,
                 },
             ),
-            (Some(StoredPassword::Sha256(digest)), Authorization::Basic { password, .. }) => {
-                self.shared.auth_methods.contains(&auth::AuthMethod::Basic)
-                    & constant_time_eq(&Sha256::digest(password.as_bytes()), &digest)
+            (Some(stored @ StoredPassword::Sha256(_)), Authorization::Basic { password, .. }) => {
+                self.shared.auth_methods.contains(&auth::AuthMethod::Basic) & stored.matches_clear(password)
             }
             (Some(StoredPassword::Sha256(_)), Authorization::Digest(_)) | (None, _) => false,
         };
@@ -205,6 +213,17 @@ mod tests {
             StoredPassword::parse("sha256:AAAA"),
             Err(StoredPasswordError::WrongLength(3))
         );
+    }
+
+    #[test]
+    fn a_clear_password_matches_plain_and_hashed_stored_passwords() {
+        let plain = StoredPassword::Plain("secret".to_owned());
+        let hashed = StoredPassword::parse("sha256:K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=").unwrap();
+        for stored in [plain, hashed] {
+            assert!(stored.matches_clear("secret"), "{stored:?}");
+            assert!(!stored.matches_clear("secreT"), "{stored:?}");
+            assert!(!stored.matches_clear(""), "{stored:?}");
+        }
     }
 
     #[test]

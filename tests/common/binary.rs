@@ -130,11 +130,36 @@ impl EdgeProcess {
 
     /// Sends SIGHUP, as `systemctl reload` does.
     pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; its status if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        eventually(limit, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+
+    /// The address logged in a `serving WHAT` line (`serving metrics`), waiting up to 10 s for it.
+    pub fn logged_address(&self, what: &str) -> Option<SocketAddr> {
+        let mut addr = None;
+        eventually(Duration::from_secs(10), || {
+            addr = self.log_lines().iter().find_map(|l| address_after(l, what));
+            addr.is_some()
+        });
+        addr
     }
 
     /// Whether the process is still running.
@@ -160,7 +185,12 @@ impl Drop for EdgeProcess {
 
 /// The address in a `serving RTSP` line, text (`address=...`) or JSON (`"address":"..."`).
 fn serving_address(line: &str) -> Option<SocketAddr> {
-    if !line.contains("serving RTSP") {
+    address_after(line, "serving RTSP")
+}
+
+/// The address in a log line containing `what`, text (`address=...`) or JSON (`"address":"..."`).
+fn address_after(line: &str, what: &str) -> Option<SocketAddr> {
+    if !line.contains(what) {
         return None;
     }
     let rest = match line.split_once("address=") {
