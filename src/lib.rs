@@ -25,6 +25,7 @@
 
 pub mod client;
 pub mod config;
+pub mod edge;
 pub mod fanout;
 pub mod proto;
 // The server uses the runtime from the next commits on; until then parts of it are only tested.
