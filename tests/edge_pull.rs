@@ -327,14 +327,23 @@ fn read_rtp_until(reader: &mut RawClient, limit: Duration, mut done: impl FnMut(
 fn read_consecutive(reader: &mut RawClient, count: usize) -> Vec<u16> {
     let seqs = read_rtp_until(reader, Duration::from_secs(10), |s| s.len() >= count);
     for pair in seqs.windows(2) {
-        assert_eq!(pair[1], pair[0].wrapping_add(1), "a packet is missing or reordered: {seqs:?}");
+        assert_eq!(
+            pair[1],
+            pair[0].wrapping_add(1),
+            "a packet is missing or reordered: {seqs:?}"
+        );
     }
     seqs
 }
 
 /// Sends TEARDOWN for a reader's session.
 fn teardown(reader: &mut RawClient, edge: SocketAddr, session: &str) {
-    let r = reader.request("TEARDOWN", &format!("rtsp://{edge}/{PATH}"), &[("Session", session)], b"");
+    let r = reader.request(
+        "TEARDOWN",
+        &format!("rtsp://{edge}/{PATH}"),
+        &[("Session", session)],
+        b"",
+    );
     assert_eq!(r.status, 200, "TEARDOWN: {r:?}");
 }
 
@@ -342,7 +351,11 @@ fn pulled_over(transport: ClientTransport) {
     let origin = Origin::start(0, transport == ClientTransport::Udp);
     let _publisher = Publisher::start(origin.addr(), PATH, 1000);
     let edge = Edge::start(&origin.url(PATH), |c| c.transport = transport);
-    assert_eq!(edge.pull.state(), PullState::Idle, "nothing is pulled before a reader comes");
+    assert_eq!(
+        edge.pull.state(),
+        PullState::Idle,
+        "nothing is pulled before a reader comes"
+    );
     let (mut reader, _session) = play_tcp(edge.addr(), PATH);
     assert_eq!(edge.pull.state(), PullState::Ready);
     let seqs = read_consecutive(&mut reader, 50);
@@ -375,7 +388,11 @@ fn two_edge_readers_share_one_upstream_session() {
     let (mut second, _) = play_tcp(edge.addr(), PATH);
     read_consecutive(&mut first, 20);
     read_consecutive(&mut second, 20);
-    assert_eq!(origin.reader_count(), 1, "the origin must see one reader for both edge readers");
+    assert_eq!(
+        origin.reader_count(),
+        1,
+        "the origin must see one reader for both edge readers"
+    );
     let stats = edge.pull.stats();
     assert_eq!(stats.readers, 2);
     assert_eq!(stats.upstream_sessions, 1);
@@ -416,7 +433,10 @@ fn an_unreachable_origin_is_503_after_the_start_timeout_and_the_pull_goes_idle()
         waited >= start_timeout && waited < start_timeout + Duration::from_secs(2),
         "answered after {waited:?}"
     );
-    assert!(edge.pull.stats().upstream_failures >= 2, "it kept retrying while waiting");
+    assert!(
+        edge.pull.stats().upstream_failures >= 2,
+        "it kept retrying while waiting"
+    );
     assert!(
         eventually(Duration::from_secs(5), || edge.pull.state() == PullState::Idle),
         "with nobody waiting the pull stops: {:?}",
@@ -438,7 +458,11 @@ fn the_upstream_session_ends_after_close_after_idle_and_a_new_reader_starts_it_a
     let left = Instant::now();
     teardown(&mut reader, edge.addr(), &session);
     assert_eq!(edge.pull.stats().readers, 0);
-    assert_eq!(edge.pull.state(), PullState::Ready, "the pull lingers for close_after_idle");
+    assert_eq!(
+        edge.pull.state(),
+        PullState::Ready,
+        "the pull lingers for close_after_idle"
+    );
 
     assert!(
         eventually(Duration::from_secs(6), || origin.reader_count() == 0
@@ -485,7 +509,11 @@ fn an_edge_reader_stays_connected_through_an_origin_restart_and_gets_the_new_pac
     });
     let new: Vec<u16> = seqs.into_iter().filter(|&s| s >= 20_000).collect();
     for pair in new.windows(2) {
-        assert_eq!(pair[1], pair[0] + 1, "after the restart packets arrive in order: {new:?}");
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "after the restart packets arrive in order: {new:?}"
+        );
     }
     assert_eq!(edge.pull.state(), PullState::Ready);
     assert_eq!(edge.pull.stats().upstream_sessions, 2);

@@ -323,7 +323,9 @@ impl OnDemandPull {
         let seen_failures = {
             let mut inner = shared.lock();
             if inner.closed {
-                return Err(PullError::Closed { url: shared.url.clone() });
+                return Err(PullError::Closed {
+                    url: shared.url.clone(),
+                });
             }
             if let Some(stream) = inner.ready_stream() {
                 return Ok(stream);
@@ -358,7 +360,9 @@ impl OnDemandPull {
                 };
                 // Only a close ends a run while an acquire waits.
                 if inner.closed || !inner.running {
-                    return Err(PullError::Closed { url: shared.url.clone() });
+                    return Err(PullError::Closed {
+                        url: shared.url.clone(),
+                    });
                 }
                 last_error
             };

@@ -538,7 +538,10 @@ mod tests {
         fanout.remove_reader(id);
         fanout.add_reader(&stream, Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)])));
         // A stale pending flag would make the next write skip ringing the core.
-        assert!(!stream.take_pending(0), "the new subscription starts with nothing pending");
+        assert!(
+            !stream.take_pending(0),
+            "the new subscription starts with nothing pending"
+        );
         stream.write(PacketMeta::default(), b"new").unwrap();
         assert!(stream.take_pending(0), "the write after the join rings the core");
     }

@@ -220,7 +220,10 @@ mod tests {
             },
         );
         assert_eq!(inner.failures, 0);
-        assert_eq!(inner.stop_check(new, Instant::now(), false, IDLE), StopCheck::Until(None));
+        assert_eq!(
+            inner.stop_check(new, Instant::now(), false, IDLE),
+            StopCheck::Until(None)
+        );
     }
 
     #[test]

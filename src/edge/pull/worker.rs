@@ -143,12 +143,7 @@ async fn wait_for_control(shared: &PullShared, generation: u64, accept_retry: bo
         let now = Instant::now();
         let check = {
             let mut inner = shared.lock();
-            let check = inner.stop_check(
-                generation,
-                now,
-                shared.config.on_demand,
-                shared.config.close_after_idle,
-            );
+            let check = inner.stop_check(generation, now, shared.config.on_demand, shared.config.close_after_idle);
             if check != StopCheck::Stop && accept_retry && std::mem::take(&mut inner.retry_now) {
                 return Control::RetryNow;
             }
