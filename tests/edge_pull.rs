@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::relay_fixtures::{play_tcp, publish_tcp, relay, rtp_packet, send_frame, with_udp, H264_SDP};
+use common::relay_fixtures::{play_tcp, publish_tcp, relay, rtp_packet, send_frame, with_udp, H264_AAC_SDP, H264_SDP};
 use common::{eventually, ffmpeg_publish, ffmpeg_read, RawClient, Received};
 use shardcast::client::ClientTransport;
 use shardcast::edge::pull::{OnDemandPull, PullConfig, PullState};
@@ -218,8 +218,19 @@ struct Edge {
 impl Edge {
     /// An edge on 127.0.0.1:0 pulling `url` with short timers, adjusted by `tweak`.
     fn start(url: &str, tweak: impl FnOnce(&mut PullConfig)) -> Edge {
+        Edge::start_configured(url, |_| {}, tweak)
+    }
+
+    /// [`Edge::start`] with the edge server's configuration adjusted by `server`.
+    fn start_configured(
+        url: &str,
+        server: impl FnOnce(&mut ServerConfig),
+        tweak: impl FnOnce(&mut PullConfig),
+    ) -> Edge {
         let cell = Arc::new(OnceLock::new());
-        let server = Server::start(ServerConfig::new("127.0.0.1:0".parse().unwrap()), {
+        let mut server_config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        server(&mut server_config);
+        let server = Server::start(server_config, {
             let cell = cell.clone();
             move |_, _| EdgeHandler {
                 pull: cell.clone(),
@@ -252,20 +263,30 @@ fn payload(seq: u16) -> Vec<u8> {
 /// `first_seq` on, one every 10 ms) on a thread until stopped or dropped.
 struct Publisher {
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Publisher {
     fn start(origin: SocketAddr, path: &str, first_seq: u16) -> Publisher {
-        let (mut client, _session) = publish_tcp(origin, path, H264_SDP);
+        Publisher::start_with(origin, path, H264_SDP, first_seq)
+    }
+
+    /// A publisher announcing `sdp`; packets go to its first media.
+    fn start_with(origin: SocketAddr, path: &str, sdp: &str, first_seq: u16) -> Publisher {
+        let (mut client, _session) = publish_tcp(origin, path, sdp);
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
         let thread = std::thread::spawn({
             let stop = stop.clone();
+            let paused = paused.clone();
             move || {
                 let mut seq = first_seq;
                 while !stop.load(Ordering::Relaxed) {
-                    send_frame(&mut client, 0, &rtp_packet(seq, &payload(seq)));
-                    seq = seq.wrapping_add(1);
+                    if !paused.load(Ordering::Relaxed) {
+                        send_frame(&mut client, 0, &rtp_packet(seq, &payload(seq)));
+                        seq = seq.wrapping_add(1);
+                    }
                     // Pacing like a live source, not a wait for a condition.
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -273,8 +294,14 @@ impl Publisher {
         });
         Publisher {
             stop,
+            paused,
             thread: Some(thread),
         }
+    }
+
+    /// Stops (`true`) or resumes sending, keeping the connection and session open.
+    fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
     }
 
     /// Stops sending and closes the publisher's connection (the origin then ends its stream).
@@ -518,6 +545,100 @@ fn an_edge_reader_stays_connected_through_an_origin_restart_and_gets_the_new_pac
     assert_eq!(edge.pull.state(), PullState::Ready);
     assert_eq!(edge.pull.stats().upstream_sessions, 2);
     assert_eq!(origin.reader_count(), 1);
+}
+
+#[test]
+fn a_stalled_origin_is_reconnected_and_the_edge_reader_resumes_when_packets_flow_again() {
+    init_logs();
+    let origin = Origin::start(0, false);
+    let publisher = Publisher::start(origin.addr(), PATH, 0);
+    // The pull gives up on a silent session after the edge server's read timeout (at most 5 s).
+    let edge = Edge::start_configured(&origin.url(PATH), |s| s.read_timeout = Duration::from_secs(1), |_| {});
+    let (mut reader, _) = play_tcp(edge.addr(), PATH);
+    let before = read_consecutive(&mut reader, 10);
+
+    publisher.pause(true);
+    assert!(
+        eventually(Duration::from_secs(5), || edge.pull.stats().upstream_sessions >= 2),
+        "a silent origin session must be replaced: {:?}",
+        edge.pull.stats()
+    );
+    assert!(edge.pull.stats().upstream_failures >= 1);
+
+    publisher.pause(false);
+    let last_before = *before.last().unwrap();
+    let after = read_rtp_until(&mut reader, Duration::from_secs(10), |s| {
+        s.iter().filter(|&&seq| seq > last_before + 10).count() >= 10
+    });
+    assert!(after.iter().all(|&seq| seq > last_before), "{after:?}");
+    assert_eq!(edge.pull.stats().readers, 1, "the edge reader stayed");
+}
+
+#[test]
+fn an_origin_coming_back_with_other_tracks_disconnects_the_edge_readers_and_serves_the_new_layout() {
+    init_logs();
+    let port = free_port();
+    let origin = Origin::start(port, false);
+    let publisher = Publisher::start(origin.addr(), PATH, 0);
+    let edge = Edge::start(&origin.url(PATH), |_| {});
+    let (mut reader, _) = play_tcp(edge.addr(), PATH);
+    read_consecutive(&mut reader, 5);
+
+    publisher.stop();
+    drop(origin);
+    let origin = Origin::start(port, false);
+    let _publisher = Publisher::start_with(origin.addr(), PATH, H264_AAC_SDP, 30_000);
+    assert!(
+        reader.closed_within(Duration::from_secs(10)),
+        "a reader of the old layout must be disconnected"
+    );
+
+    let mut client = RawClient::connect(edge.addr());
+    let r = client.request("DESCRIBE", &format!("rtsp://{}/{PATH}", edge.addr()), &[], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let sdp = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(sdp.matches("m=").count(), 2, "the edge describes the new layout: {sdp}");
+    let (mut again, _) = play_tcp(edge.addr(), PATH);
+    let seqs = read_consecutive(&mut again, 5);
+    assert!(seqs[0] >= 30_000, "{seqs:?}");
+}
+
+#[test]
+fn an_always_on_pull_starts_without_readers_and_close_ends_it() {
+    init_logs();
+    let origin = Origin::start(0, false);
+    let _publisher = Publisher::start(origin.addr(), PATH, 0);
+    let edge = Edge::start(&origin.url(PATH), |c| {
+        c.on_demand = false;
+        c.close_after_idle = Duration::from_millis(100);
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || edge.pull.state() == PullState::Ready
+            && origin.reader_count() == 1),
+        "pulling starts with no reader: {:?}",
+        edge.pull.state()
+    );
+    let (mut reader, _) = play_tcp(edge.addr(), PATH);
+    read_consecutive(&mut reader, 5);
+    assert_eq!(
+        edge.pull.stats().upstream_sessions,
+        1,
+        "the reader joined the running pull"
+    );
+
+    edge.pull.close();
+    assert!(
+        reader.closed_within(Duration::from_secs(5)),
+        "closing the pull disconnects its readers"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || origin.reader_count() == 0),
+        "closing the pull ends the upstream session"
+    );
+    assert_eq!(edge.pull.state(), PullState::Idle);
+    let mut client = RawClient::connect(edge.addr());
+    let r = client.request("DESCRIBE", &format!("rtsp://{}/{PATH}", edge.addr()), &[], b"");
+    assert_eq!(r.status, 404, "a closed pull serves nothing: {r:?}");
 }
 
 #[test]
