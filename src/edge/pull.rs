@@ -17,6 +17,9 @@
 //!   with exponential backoff. The stream stays the same when the new description has as many
 //!   medias, so readers stay connected and resume when packets flow again; a changed layout closes
 //!   the old stream (its readers are disconnected) and makes a new one.
+//! - A start that fails (404, origin unreachable) is retried with the same backoff until the pull
+//!   has been idle for `close_after_idle`; an acquire arriving meanwhile triggers the next attempt
+//!   at once (after at least `backoff_min`).
 //! - [`OnDemandPull::close`] (or dropping the last clone) stops the pull for good.
 //!
 //! # Example
