@@ -11,5 +11,6 @@ pub mod host_checks;
 pub mod metrics;
 pub mod metrics_http;
 pub mod paths;
+pub mod pull;
 pub mod state;
 pub mod users;

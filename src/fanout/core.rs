@@ -567,6 +567,25 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_joining_after_the_last_one_left_mid_ring_is_rung_for_new_packets() {
+        let (stream, _bell) = stream_on_one_core(8);
+        let fanout = CoreFanout::new(0);
+        let outbox = Rc::new(Outbox::new(8));
+        let id = fanout.add_reader(&stream, Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)])));
+        // Rung, but the reader leaves before the core drains.
+        stream.write(PacketMeta::default(), b"old").unwrap();
+        fanout.remove_reader(id);
+        fanout.add_reader(&stream, Rc::new(TcpReader::new(outbox.clone(), vec![Some(0)])));
+        // A stale pending flag would make the next write skip ringing the core.
+        assert!(
+            !stream.take_pending(0),
+            "the new subscription starts with nothing pending"
+        );
+        stream.write(PacketMeta::default(), b"new").unwrap();
+        assert!(stream.take_pending(0), "the write after the join rings the core");
+    }
+
+    #[test]
     fn a_burst_larger_than_the_budget_is_drained_over_several_passes() {
         let (stream, _bell) = stream_on_one_core(1024);
         let fanout = CoreFanout::new(0);

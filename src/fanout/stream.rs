@@ -145,6 +145,9 @@ impl StreamShared {
     /// Registers a reader on `core` and returns a cursor at the next packet to be written.
     pub(crate) fn subscribe(&self, core: usize) -> RingReader {
         if let Some(interest) = self.interest.get(core) {
+            // A flag left set when the core's last reader left between a ring and its drain would
+            // stop every later write from ringing this core: its new readers would get nothing.
+            interest.pending.store(false, Ordering::Release);
             interest.readers.fetch_add(1, Ordering::AcqRel);
         }
         self.writer.lock().unwrap_or_else(PoisonError::into_inner).subscribe()
