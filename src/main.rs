@@ -140,6 +140,7 @@ fn serve(config: Config, path: Option<&Path>) -> ExitCode {
         std::process::exit(0);
     });
     drop(metrics);
+    edge.close_pulls();
     server.close();
     ExitCode::SUCCESS
 }

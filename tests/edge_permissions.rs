@@ -23,6 +23,7 @@ max_readers = 1
 [[paths]]
 pattern = "^pulled/(\\w+)$"
 source = "rtsp://127.0.0.1:1/$1"
+start_timeout = "500ms"
 
 [[paths]]
 pattern = "^(public|private)/\\w+$"
@@ -180,7 +181,10 @@ fn unserved_paths_are_404_and_pulled_paths_refuse_publishers() {
         &[("Authorization", &auth)],
         b"",
     );
-    assert_eq!(r.status, 503, "pulling is not wired yet: {r:?}");
+    assert_eq!(
+        r.status, 503,
+        "the origin cannot be reached within start_timeout: {r:?}"
+    );
     let auth = basic("cam", "campw");
     let mut c = RawClient::connect(edge.addr);
     let r = c.request(

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::paths::{find, PathMatch, PathSource};
+use super::pull::OnDemandPull;
 use super::state::{ActivePath, Edge};
 use super::users::Action;
 use crate::proto::rtsp::{Response, StatusCode};
@@ -29,6 +30,8 @@ struct Admitted {
     user: Option<String>,
     ip: IpAddr,
     identity: (String, PathSource),
+    /// The puller a reader of a pulled path counts itself in.
+    pull: Option<OnDemandPull>,
 }
 
 /// One core's edge handler. Make one per core with [`Edge::handler`].
@@ -92,31 +95,31 @@ impl EdgeHandler {
         Err(status(StatusCode::UNAUTHORIZED))
     }
 
-    /// The stream readers of a matched path play: the publisher's, or for a pulled path the
-    /// origin's.
-    fn readable_stream(&self, ctx: &RequestContext<'_>, matched: &PathMatch<'_>) -> Result<ServerStream, Response> {
-        if matched.entry.source != PathSource::Publisher {
-            return self.pulled_stream(ctx, matched);
+    /// The stream a reader of `matched` plays, and the puller feeding it for a pulled path:
+    /// the publisher's, or the origin's (waiting for the pull to start if it must).
+    async fn readable_stream(
+        &self,
+        ctx: &RequestContext<'_>,
+        matched: &PathMatch<'_>,
+    ) -> Result<(ServerStream, Option<OnDemandPull>), Response> {
+        if matched.entry.source == PathSource::Publisher {
+            let paths = self.edge.paths();
+            return paths
+                .get(ctx.path)
+                .and_then(|p| p.stream.clone())
+                .map(|stream| (stream, None))
+                .ok_or_else(|| status(StatusCode::NOT_FOUND));
         }
-        let paths = self.edge.paths();
-        paths
-            .get(ctx.path)
-            .and_then(|p| p.stream.clone())
-            .ok_or_else(|| status(StatusCode::NOT_FOUND))
-    }
-
-    /// SEAM(pull): where a path whose source is an origin URL gets its stream. The on-demand
-    /// puller (`crate::edge::pull`) is wired here: start or join the pull of
-    /// `matched.source_url()` with the entry's transport, start timeout and close-after-idle, and
-    /// return its stream. Until then such paths answer 503.
-    fn pulled_stream(&self, ctx: &RequestContext<'_>, matched: &PathMatch<'_>) -> Result<ServerStream, Response> {
-        tracing::warn!(
-            conn = ctx.conn.id(),
-            path = ctx.path,
-            source = matched.source_url().as_deref().unwrap_or(""),
-            "this path is pulled from an origin, and pulling is not available in this build"
-        );
-        Err(status(StatusCode::SERVICE_UNAVAILABLE))
+        let Some(pull) = self.edge.pull_for(ctx.path, matched) else {
+            return Err(status(StatusCode::SERVICE_UNAVAILABLE));
+        };
+        match pull.acquire().await {
+            Ok(stream) => Ok((stream, Some(pull))),
+            Err(error) => {
+                tracing::info!(conn = ctx.conn.id(), path = ctx.path, %error, "pulled stream not available");
+                Err(status(error.status()))
+            }
+        }
     }
 
     /// Remembers a session admitted to read or publish, for reload checks.
@@ -127,7 +130,11 @@ impl EdgeHandler {
         action: Action,
         user: Option<String>,
         matched: &PathMatch<'_>,
+        pull: Option<OnDemandPull>,
     ) {
+        if let Some(pull) = &pull {
+            pull.reader_added();
+        }
         self.admitted.borrow_mut().insert(
             session.id().to_owned(),
             Admitted {
@@ -137,6 +144,7 @@ impl EdgeHandler {
                 user,
                 ip: ctx.conn.remote_addr().ip(),
                 identity: matched.entry.identity(),
+                pull,
             },
         );
     }
@@ -185,8 +193,8 @@ impl Handler for EdgeHandler {
         let Some(matched) = find(&config.paths, ctx.path) else {
             return (status(StatusCode::NOT_FOUND), None);
         };
-        match self.readable_stream(ctx, &matched) {
-            Ok(stream) => (status(StatusCode::OK), Some(stream)),
+        match self.readable_stream(ctx, &matched).await {
+            Ok((stream, _)) => (status(StatusCode::OK), Some(stream)),
             Err(refused) => (refused, None),
         }
     }
@@ -234,7 +242,7 @@ impl Handler for EdgeHandler {
                 }
             }
         }
-        self.admit(ctx, session, Action::Publish, user, &matched);
+        self.admit(ctx, session, Action::Publish, user, &matched, None);
         status(StatusCode::OK)
     }
 
@@ -255,8 +263,8 @@ impl Handler for EdgeHandler {
         let Some(matched) = find(&config.paths, ctx.path) else {
             return (status(StatusCode::NOT_FOUND), None);
         };
-        let stream = match self.readable_stream(ctx, &matched) {
-            Ok(stream) => stream,
+        let (stream, pull) = match self.readable_stream(ctx, &matched).await {
+            Ok(found) => found,
             Err(refused) => return (refused, None),
         };
         let Some(session) = ctx.session else {
@@ -264,8 +272,18 @@ impl Handler for EdgeHandler {
         };
         if !self.admitted.borrow().contains_key(session.id()) {
             let mut paths = self.edge.paths();
-            let Some(active) = paths.get_mut(ctx.path) else {
-                return (status(StatusCode::NOT_FOUND), None);
+            // A pulled path is active while it has readers; its stream belongs to the puller.
+            let active = match pull {
+                Some(_) => paths.entry(ctx.path.to_owned()).or_insert_with(|| ActivePath {
+                    stream: None,
+                    publisher: None,
+                    readers: 0,
+                    identity: matched.entry.identity(),
+                }),
+                None => match paths.get_mut(ctx.path) {
+                    Some(active) => active,
+                    None => return (status(StatusCode::NOT_FOUND), None),
+                },
             };
             let limit = matched.entry.max_readers;
             if limit > 0 && active.readers >= limit {
@@ -279,7 +297,7 @@ impl Handler for EdgeHandler {
             }
             active.readers += 1;
             drop(paths);
-            self.admit(ctx, session, Action::Read, user, &matched);
+            self.admit(ctx, session, Action::Read, user, &matched, pull);
         }
         (status(StatusCode::OK), Some(stream))
     }
@@ -323,6 +341,9 @@ impl Handler for EdgeHandler {
         let Some(admitted) = self.admitted.borrow_mut().remove(session.id()) else {
             return;
         };
+        if let Some(pull) = &admitted.pull {
+            pull.reader_removed();
+        }
         let mut paths = self.edge.paths();
         let Some(active) = paths.get_mut(&admitted.path) else {
             return;
@@ -344,6 +365,7 @@ impl Handler for EdgeHandler {
     }
 
     fn on_housekeeping(&self) {
+        self.edge.forget_idle_pulls();
         let generation = self.edge.generation();
         if generation != self.checked_generation.get() {
             self.checked_generation.set(generation);

@@ -73,9 +73,12 @@ pub struct SourceUrl {
 /// Why a source could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
-    /// Neither `publisher` nor an `rtsp://` or `rtsps://` URL.
-    #[error("{0:?} is neither \"publisher\" nor an rtsp:// or rtsps:// URL")]
+    /// Neither `publisher` nor an `rtsp://` URL.
+    #[error("{0:?} is neither \"publisher\" nor an rtsp:// URL")]
     NotRtsp(String),
+    /// An `rtsps://` origin: the puller's client speaks plain RTSP only.
+    #[error("{0:?}: pulling from an rtsps:// origin is not supported; pull over rtsp:// (inside the CDN) and serve RTSPS to players")]
+    TlsOrigin(String),
     /// A `$N` names a capture group the entry does not have.
     #[error("{template:?} uses ${group} but the entry has only {available} capture(s) ($0 is the whole path)")]
     NoSuchGroup {
@@ -91,7 +94,10 @@ pub enum SourceError {
 impl SourceUrl {
     /// Checks an origin URL template against the captures its entry provides.
     pub fn parse(template: &str, capture_count: usize) -> Result<SourceUrl, SourceError> {
-        if !(template.starts_with("rtsp://") || template.starts_with("rtsps://")) {
+        if template.starts_with("rtsps://") {
+            return Err(SourceError::TlsOrigin(template.to_owned()));
+        }
+        if !template.starts_with("rtsp://") {
             return Err(SourceError::NotRtsp(template.to_owned()));
         }
         for (group, _) in references(template) {
@@ -286,8 +292,12 @@ mod tests {
             Err(SourceError::NotRtsp(_))
         ));
         assert!(matches!(
-            SourceUrl::parse("rtsps://x/$2", 2),
+            SourceUrl::parse("rtsp://x/$2", 2),
             Err(SourceError::NoSuchGroup { group: 2, .. })
+        ));
+        assert!(matches!(
+            SourceUrl::parse("rtsps://x/$1", 2),
+            Err(SourceError::TlsOrigin(_))
         ));
         let dollar_alone = SourceUrl::parse("rtsp://x/a$b$", 1).unwrap();
         assert_eq!(dollar_alone.expand(&["p".into()]), "rtsp://x/a$b$");

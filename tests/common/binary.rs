@@ -74,6 +74,15 @@ impl EdgeProcess {
     /// Starts the binary on `config_text` (whose `rtsp_address` should be `127.0.0.1:0`) and
     /// waits for the line that gives its address.
     pub fn start(config_text: &str, env: &[(&str, &str)]) -> EdgeProcess {
+        match EdgeProcess::try_start(config_text, env) {
+            Ok(process) => process,
+            Err(log) => panic!("the binary did not log its address: {log:#?}"),
+        }
+    }
+
+    /// Like [`EdgeProcess::start`], but a binary that exits or logs no address within 15 s is an
+    /// `Err` with its log (a fixed port still held by a previous process, say).
+    pub fn try_start(config_text: &str, env: &[(&str, &str)]) -> Result<EdgeProcess, Vec<String>> {
         let config = TempConfig::new(config_text);
         let path = config.path.to_string_lossy().into_owned();
         let mut child = command(&["--config", &path], env)
@@ -100,17 +109,17 @@ impl EdgeProcess {
             log,
         };
         let mut addr = None;
-        let started = eventually(Duration::from_secs(15), || {
+        eventually(Duration::from_secs(15), || {
             addr = process.log_lines().iter().find_map(|l| serving_address(l));
-            addr.is_some()
+            addr.is_some() || !process.is_running()
         });
-        assert!(
-            started,
-            "the binary did not log its address: {:#?}",
-            process.log_lines()
-        );
-        process.addr = addr.unwrap();
-        process
+        match addr {
+            Some(addr) => {
+                process.addr = addr;
+                Ok(process)
+            }
+            None => Err(process.log_lines()),
+        }
     }
 
     /// Every stderr line so far.

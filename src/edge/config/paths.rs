@@ -68,6 +68,19 @@ impl RawPath {
                 SourceUrl::parse(url, matcher.capture_count()).map_err(|e| error("source", e.to_string()))?,
             ),
         };
+        let on_demand = self.on_demand.unwrap_or(true);
+        if !on_demand && matches!(matcher, PathMatcher::Pattern(_)) {
+            return Err(error(
+                "on_demand",
+                "`on_demand = false` pulls from start, which needs an exact `name`: a pattern names no path until a reader asks".to_owned(),
+            ));
+        }
+        if !on_demand && source == PathSource::Publisher {
+            return Err(error(
+                "on_demand",
+                "`on_demand` applies to paths pulled from an rtsp:// source".to_owned(),
+            ));
+        }
         for (key, list) in [("publish_users", &self.publish_users), ("read_users", &self.read_users)] {
             for name in list.iter().flatten() {
                 if name != ANY_USER && !user_names.contains(&name.as_str()) {
@@ -79,7 +92,7 @@ impl RawPath {
             matcher,
             source,
             source_transport: self.source_transport,
-            on_demand: self.on_demand.unwrap_or(true),
+            on_demand,
             start_timeout: self.start_timeout.unwrap_or(DEFAULT_PULL_TIMEOUT),
             close_after_idle: self.close_after_idle.unwrap_or(DEFAULT_PULL_TIMEOUT),
             max_readers: self.max_readers,

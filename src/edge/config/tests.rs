@@ -113,10 +113,24 @@ fn log_section_takes_a_filter_and_a_format() {
 }
 
 #[test]
+fn always_on_pulls_need_an_exact_name_and_an_origin() {
+    let always_on = with_server("[[paths]]\nname = 'cam'\nsource = 'rtsp://origin/cam'\non_demand = false\n").unwrap();
+    assert!(!always_on.paths[0].on_demand);
+    let e =
+        with_server("[[paths]]\npattern = '^c/(.+)$'\nsource = 'rtsp://origin/$1'\non_demand = false\n").unwrap_err();
+    assert!(
+        e.to_string().contains("on_demand") && e.to_string().contains("exact"),
+        "{e}"
+    );
+    let e = with_server("[[paths]]\nname = 'cam'\non_demand = false\n").unwrap_err();
+    assert!(e.to_string().contains("on_demand"), "{e}");
+}
+
+#[test]
 fn paths_take_exact_names_or_patterns_with_their_defaults() {
     let c = with_server(
         "[[paths]]\nname = '/cam1/'\n\n[[paths]]\npattern = '^cams/(\\w+)$'\nsource = 'rtsp://origin/$1'\n\
-         source_transport = 'udp'\non_demand = false\nstart_timeout = '3s'\nclose_after_idle = '1m'\nmax_readers = 2\n",
+         source_transport = 'udp'\nstart_timeout = '3s'\nclose_after_idle = '1m'\nmax_readers = 2\n",
     )
     .unwrap();
     assert_eq!(c.paths[0].matcher, PathMatcher::Exact("cam1".into()));
@@ -125,7 +139,7 @@ fn paths_take_exact_names_or_patterns_with_their_defaults() {
     assert_eq!(c.paths[0].start_timeout, Duration::from_secs(10));
     let m = crate::edge::paths::find(&c.paths, "cams/door").unwrap();
     assert_eq!(m.source_url().as_deref(), Some("rtsp://origin/door"));
-    assert!(!m.entry.on_demand);
+    assert!(m.entry.on_demand);
     assert_eq!(
         (m.entry.max_readers, m.entry.close_after_idle),
         (2, Duration::from_secs(60))
