@@ -330,6 +330,8 @@ impl Handler for EdgeHandler {
             // A packet the stream refuses (invalid RTP, too large) is dropped; the stream counts it.
             let _ = stream.write_packet(packet.track, packet.is_rtcp, packet.data);
         });
+        let user = ctx.conn.user();
+        tracing::info!(conn = ctx.conn.id(), remote = %ctx.conn.remote_addr(), path = ctx.path, user = user.as_deref().unwrap_or("any"), "publishing");
         status(StatusCode::OK)
     }
 
@@ -352,6 +354,7 @@ impl Handler for EdgeHandler {
             Action::Read => active.readers = active.readers.saturating_sub(1),
             _ => {
                 if active.publisher.as_deref() == Some(session.id()) {
+                    tracing::info!(path = %admitted.path, session = session.id(), "publisher gone; the path's readers are closed");
                     active.publisher = None;
                     if let Some(stream) = active.stream.take() {
                         stream.close();
