@@ -131,23 +131,9 @@ impl ServerConn {
         username: &str,
         password: &str,
     ) -> Result<(), CredentialsError> {
-        let value = request.headers.get("Authorization").ok_or(CredentialsError::Missing)?;
-        let authorization = Authorization::parse(value).map_err(|e| CredentialsError::Malformed(e.to_string()))?;
-        let expected = Credentials { username, password };
-        let ok = auth::verify(
-            &authorization,
-            &self.shared.auth_methods,
-            request.method.as_str(),
-            &request.url,
-            REALM,
-            &self.shared.nonce,
-            &expected,
-        );
-        if !ok {
-            return Err(CredentialsError::Wrong);
-        }
-        *self.shared.user.borrow_mut() = Some(username.to_owned());
-        Ok(())
+        let stored = StoredPassword::Plain(password.to_owned());
+        self.verify_credentials_with(request, |name| (name == username).then(|| stored.clone()))
+            .map(drop)
     }
 
     /// Checks a request's credentials against a user table: `lookup` returns the stored password
