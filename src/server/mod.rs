@@ -18,6 +18,7 @@ mod rtcp;
 mod session;
 mod signal;
 mod stream;
+mod tls;
 mod transport;
 mod udp;
 
@@ -35,6 +36,7 @@ pub use lifecycle::{Server, StartError};
 pub use multicast::MULTICAST_TTL;
 pub use session::{PublishedPacket, ReaderLagged, ServerSession, SessionCloseReason};
 pub use stream::{ServerStream, StreamError, StreamStats, StreamWriteError};
+pub use tls::TlsConfigError;
 pub use transport::SetupTransport;
 pub use udp::OversizedDatagram;
 
