@@ -85,6 +85,11 @@ impl SharedStream {
             }
             Ok(())
         };
+        let mut write = std::pin::pin!(write);
+        // Most writes complete at once: a timer is armed only for one that has to wait.
+        if let Some(done) = futures_lite::future::poll_once(&mut write).await {
+            return done;
+        }
         match timeout {
             None => write.await,
             Some(limit) => {
@@ -113,6 +118,9 @@ pub(crate) struct TlsBridge {
     /// Held while ciphertext is taken from the session and written, so records of the two
     /// directions never interleave on the socket.
     write_turn: Semaphore,
+    /// Ciphertext on its way to the socket; used by the holder of `write_turn`, kept between
+    /// writes so that each chunk does not allocate.
+    ciphertext: RefCell<Vec<u8>>,
     write_timeout: Duration,
     /// Plaintext that arrived with the end of the handshake, for the server end.
     early_plaintext: Vec<u8>,
@@ -133,6 +141,7 @@ impl TlsBridge {
             socket: SharedStream(RefCell::new(stream)),
             tls: RefCell::new(rustls::ServerConnection::new(config)?),
             write_turn: Semaphore::new(1),
+            ciphertext: RefCell::new(Vec::new()),
             write_timeout,
             early_plaintext: Vec::new(),
         };
@@ -247,7 +256,8 @@ impl TlsBridge {
             .acquire_permit(1)
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
-        let mut ciphertext = Vec::new();
+        // Taken out so that no borrow spans the write; a cancelled flush just loses the buffer.
+        let mut ciphertext = self.ciphertext.take();
         loop {
             ciphertext.clear();
             {
@@ -257,10 +267,12 @@ impl TlsBridge {
                 }
             }
             if ciphertext.is_empty() {
-                return Ok(());
+                break;
             }
             self.socket.write_all(&ciphertext, Some(timeout)).await?;
         }
+        *self.ciphertext.borrow_mut() = ciphertext;
+        Ok(())
     }
 }
 

@@ -167,13 +167,15 @@ pub(crate) async fn serve_connection<H: Handler>(
     arrival: Option<Arrival>,
     addrs: Option<ConnAddrs>,
 ) {
-    let (remote_addr, local_addr) = match (addrs, stream.peer_addr(), stream.local_addr()) {
-        (Some(addrs), _, _) => (addrs.remote, addrs.local),
-        (None, Ok(r), Ok(l)) => (r, l),
-        (None, r, l) => {
-            tracing::debug!(remote = ?r.err(), local = ?l.err(), "accepted connection has no address; dropping it");
-            return;
-        }
+    let (remote_addr, local_addr) = match addrs {
+        Some(addrs) => (addrs.remote, addrs.local),
+        None => match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(r), Ok(l)) => (r, l),
+            (r, l) => {
+                tracing::debug!(remote = ?r.err(), local = ?l.err(), "accepted connection has no address; dropping it");
+                return;
+            }
+        },
     };
     let config = state.context.config();
     let outbox = Rc::new(Outbox::new(config.write_queue_size));
