@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,23 +73,29 @@ impl SharedStream {
         poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
     }
 
-    /// Writes all of `bytes`; with a timeout, fails with `TimedOut` when that long passes first.
+    /// Writes all of `bytes`; with a timeout, fails with `TimedOut` when the socket stays full
+    /// for that long at any point.
     async fn write_all(&self, mut bytes: &[u8], timeout: Option<Duration>) -> io::Result<()> {
-        let write = async {
-            while !bytes.is_empty() {
-                let n = poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, bytes)).await?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
+        let fd = self.0.borrow().as_raw_fd();
+        while !bytes.is_empty() {
+            match send_dontwait(fd, bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let n = self.write_when_writable(bytes, timeout).await?;
+                    bytes = &bytes[n..];
                 }
-                bytes = &bytes[n..];
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            Ok(())
-        };
-        let mut write = std::pin::pin!(write);
-        // Most writes complete at once: a timer is armed only for one that has to wait.
-        if let Some(done) = futures_lite::future::poll_once(&mut write).await {
-            return done;
         }
+        Ok(())
+    }
+
+    /// Waits until the socket takes some of `bytes`, through glommio's wait for writability
+    /// (it has no readiness API); the timer is armed only here, for writes that must wait.
+    async fn write_when_writable(&self, bytes: &[u8], timeout: Option<Duration>) -> io::Result<usize> {
+        let write = poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, bytes));
         match timeout {
             None => write.await,
             Some(limit) => {
@@ -286,5 +292,25 @@ fn drain_plaintext(tls: &mut rustls::ServerConnection, out: &mut Vec<u8>) -> io:
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// One non-blocking send. `MSG_NOSIGNAL`: a peer that vanished must give EPIPE, not a SIGPIPE
+/// that kills a process which did not ignore it.
+fn send_dontwait(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes for the duration of the call, and
+    // `fd` is open for as long as the stream that owns it, which the caller borrows.
+    let sent = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
     }
 }
