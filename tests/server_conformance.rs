@@ -416,22 +416,17 @@ fn core_affinity_first_cpu() -> usize {
 }
 
 #[test]
-fn a_tls_setting_is_refused_until_rtsps_is_built_rather_than_served_in_clear() {
-    #[derive(Debug)]
-    struct NoCertificate;
-    impl rustls::server::ResolvesServerCert for NoCertificate {
-        fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
-            None
-        }
-    }
-    let tls = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(std::sync::Arc::new(NoCertificate));
+fn an_rtsps_address_without_a_tls_setting_is_refused_rather_than_served_in_clear() {
     let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
-    config.tls = Some(shardcast::server::TlsConfig(std::sync::Arc::new(tls)));
+    config.rtsps_address = Some("127.0.0.1:0".parse().unwrap());
     let refused = Server::start(config, |ctx, _| relay::Relay::new(ctx, relay::Paths::default()));
     assert!(
-        matches!(refused, Err(shardcast::server::StartError::TlsNotSupported)),
+        matches!(
+            refused,
+            Err(shardcast::server::StartError::Config(
+                shardcast::server::ServerConfigError::RtspsWithoutTls
+            ))
+        ),
         "{refused:?}"
     );
 }

@@ -10,6 +10,7 @@ pub(crate) mod listen;
 pub(crate) mod multicast;
 pub(crate) mod pool;
 pub(crate) mod tcp;
+pub(crate) mod tls;
 // used by the UDP data plane from the next commit
 #[allow(dead_code)]
 pub(crate) mod udp;

@@ -63,10 +63,13 @@ pub struct ServerConfig {
     /// [`ServerConn::verify_credentials`](super::ServerConn::verify_credentials), one challenge each.
     /// The default is Basic and Digest MD5: ffmpeg gives up on SHA-256 challenges.
     pub auth_methods: Vec<AuthMethod>,
-    /// TLS for RTSPS. Serving RTSPS is not built yet: a server given one refuses to start
-    /// ([`StartError::TlsNotSupported`](super::StartError::TlsNotSupported)) rather than serve
-    /// plain RTSP where TLS was asked for.
+    /// TLS for RTSPS (see [`TlsConfig::from_pem_files`]). Without `rtsps_address`, the
+    /// `rtsp_address` listener speaks TLS only (gortsplib's semantics); with it, `rtsp_address`
+    /// stays plain RTSP and `rtsps_address` speaks TLS.
     pub tls: Option<TlsConfig>,
+    /// Address of a second, RTSPS listener beside the plain one, serving the same streams;
+    /// requires `tls`. Port 0 picks a free port, see `Server::rtsps_local_addr`.
+    pub rtsps_address: Option<SocketAddr>,
     /// Makes the RTSP listeners instead of binding them (tests, socket activation); `None` binds
     /// one SO_REUSEPORT listener per core on `rtsp_address`.
     pub listener_factory: Option<ListenerFactory>,
@@ -140,6 +143,7 @@ impl ServerConfig {
             cpus: None,
             auth_methods: vec![AuthMethod::Basic, AuthMethod::DigestMd5],
             tls: None,
+            rtsps_address: None,
             listener_factory: None,
         }
     }
@@ -185,6 +189,9 @@ impl ServerConfig {
         }
         if self.auth_methods.is_empty() {
             return Err(ServerConfigError::NoAuthMethods);
+        }
+        if self.rtsps_address.is_some() && self.tls.is_none() {
+            return Err(ServerConfigError::RtspsWithoutTls);
         }
         if let Some(cpus) = &self.cpus {
             if cpus.is_empty() {
@@ -296,6 +303,9 @@ pub enum ServerConfigError {
     /// With no method, no client could ever authenticate.
     #[error("auth_methods is empty: enable at least one of basic, digest_md5, digest_sha256")]
     NoAuthMethods,
+    /// An RTSPS listener cannot speak TLS without a certificate.
+    #[error("rtsps_address is set but tls is not: RTSPS needs a certificate and key")]
+    RtspsWithoutTls,
     /// Two executors pinned to one CPU would fight over it.
     #[error("cpus lists CPU {0} twice")]
     DuplicateCpu(usize),

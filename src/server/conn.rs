@@ -152,14 +152,31 @@ impl ServerConn {
     }
 }
 
-/// Serves one accepted connection until it closes.
-pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream: TcpStream, arrival: Option<Arrival>) {
-    let (remote_addr, local_addr) = match (stream.peer_addr(), stream.local_addr()) {
-        (Ok(r), Ok(l)) => (r, l),
-        (r, l) => {
-            tracing::debug!(remote = ?r.err(), local = ?l.err(), "accepted connection has no address; dropping it");
-            return;
-        }
+/// A connection's client and server addresses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnAddrs {
+    pub(crate) remote: SocketAddr,
+    pub(crate) local: SocketAddr,
+}
+
+/// Serves one accepted connection until it closes. `addrs` overrides the stream's own addresses:
+/// an RTSPS connection is served on one end of a local socket pair, and a moved connection keeps
+/// the addresses it had.
+pub(crate) async fn serve_connection<H: Handler>(
+    state: Rc<CoreState<H>>,
+    stream: TcpStream,
+    arrival: Option<Arrival>,
+    addrs: Option<ConnAddrs>,
+) {
+    let (remote_addr, local_addr) = match addrs {
+        Some(addrs) => (addrs.remote, addrs.local),
+        None => match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(r), Ok(l)) => (r, l),
+            (r, l) => {
+                tracing::debug!(remote = ?r.err(), local = ?l.err(), "accepted connection has no address; dropping it");
+                return;
+            }
+        },
     };
     // Counted open until this function returns; counted as accepted unless it moved from another core.
     let _gauge = ConnectionGauge::open(state.context.counters().clone(), state.core, arrival.is_none());
@@ -233,6 +250,10 @@ pub(crate) async fn serve_connection<H: Handler>(state: Rc<CoreState<H>>, stream
                 shared.close_with(CloseReason::MovedToCore(core));
                 let moved = Box::new(super::migrate::MovingConn {
                     fd,
+                    addrs: ConnAddrs {
+                        remote: remote_addr,
+                        local: local_addr,
+                    },
                     buffered,
                     request,
                     nonce: shared.nonce.clone(),

@@ -9,12 +9,15 @@ use std::time::Duration;
 use std::future::Future;
 use std::pin::Pin;
 
+use glommio::net::TcpListener;
 use glommio::sync::Gate;
 use glommio::{Latency, Shares, TaskQueueHandle};
 
 use super::conn::{serve_connection, Arrival, ConnShared};
 use super::handler::Handler;
 use super::session::SessionRegistry;
+use super::signal::CloseSignal;
+use super::tls::serve_tls_connection;
 use super::udp::{run_ingest, run_multicast_rtcp_receive, run_receive, send_fanout, CoreUdp};
 use super::ServerContext;
 use crate::fanout::core::{CoreFanout, Drained};
@@ -25,6 +28,10 @@ use crate::runtime::{adopt_tcp_listener, adopt_udp, AdoptedDoorbell, Doorbell};
 pub(crate) struct CoreStart {
     /// This core's SO_REUSEPORT listener.
     pub(crate) listener: OwnedFd,
+    /// Whether `listener` speaks TLS (`tls` set without `rtsps_address`).
+    pub(crate) listener_tls: bool,
+    /// This core's RTSPS listener, when `rtsps_address` is set.
+    pub(crate) rtsps_listener: Option<OwnedFd>,
     /// Rung by streams when they have new packets for this core's readers.
     pub(crate) fanout_bell: Doorbell,
     /// Ends (reads end-of-stream) when the server closes.
@@ -75,6 +82,7 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// Runs core `core` until the server closes, then closes its connections and returns.
 pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, handler: H, start: CoreStart) {
     let listener = adopt_tcp_listener(start.listener);
+    let rtsps_listener = start.rtsps_listener.map(adopt_tcp_listener);
     let (udp, ingest_bell) = match (start.udp, context.udp()) {
         (Some(u), Some(shared)) => {
             let udp = CoreUdp {
@@ -138,7 +146,8 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
                     nonce: moving.nonce,
                     user: moving.user,
                 };
-                match connections.spawn(serve_connection(state.clone(), stream, Some(arrival))) {
+                let addrs = Some(moving.addrs);
+                match connections.spawn(serve_connection(state.clone(), stream, Some(arrival), addrs)) {
                     Ok(task) => {
                         task.detach();
                     }
@@ -147,30 +156,24 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
             }
         }
     };
+    // Set when the core stops: RTSPS handshakes in progress are abandoned.
+    let stopping = Rc::new(CloseSignal::default());
+    let tls = state.context.config().tls.as_ref().map(|t| t.0.clone());
+    let main_tls = tls.clone().filter(|_| start.listener_tls);
     let accept = async {
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    tracing::trace!(core, "accepted a connection");
-                    let state = state.clone();
-                    // A glommio task is cancelled when its handle drops: detach it, the gate tracks it.
-                    match connections.spawn(serve_connection(state, stream, None)) {
-                        Ok(task) => {
-                            task.detach();
-                        }
-                        Err(e) => tracing::error!(core, error = %e, "cannot spawn a connection task"),
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(core, error = %e, "accept failed");
-                    glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
-                }
+        let main = accept_loop(&state, &connections, &listener, main_tls, &stopping);
+        match (&rtsps_listener, tls) {
+            (Some(rtsps), Some(tls)) => {
+                futures_lite::future::or(main, accept_loop(&state, &connections, rtsps, Some(tls), &stopping)).await
             }
+            _ => main.await,
         }
     };
     let accept_and_arrivals = futures_lite::future::or(accept, arrivals);
     futures_lite::future::or(accept_and_arrivals, async { while shutdown.rung().await {} }).await;
     drop(listener);
+    drop(rtsps_listener);
+    stopping.set();
     let open: Vec<Rc<ConnShared>> = state.conns.borrow().values().cloned().collect();
     for conn in open {
         conn.close();
@@ -183,6 +186,40 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
     drop(housekeeping_task);
     drop(udp_tasks);
     tracing::debug!(core, "core stopped");
+}
+
+/// Accepts connections on `listener` forever, serving them as RTSPS when `tls` is given.
+async fn accept_loop<H: Handler>(
+    state: &Rc<CoreState<H>>,
+    connections: &Gate,
+    listener: &TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    stopping: &Rc<CloseSignal>,
+) {
+    let core = state.core;
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                tracing::trace!(core, tls = tls.is_some(), "accepted a connection");
+                let state = state.clone();
+                // A glommio task is cancelled when its handle drops: detach it, the gate tracks it.
+                let spawned = match &tls {
+                    Some(tls) => connections.spawn(serve_tls_connection(state, stream, tls.clone(), stopping.clone())),
+                    None => connections.spawn(serve_connection(state, stream, None, None)),
+                };
+                match spawned {
+                    Ok(task) => {
+                        task.detach();
+                    }
+                    Err(e) => tracing::error!(core, error = %e, "cannot spawn a connection task"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(core, error = %e, "accept failed");
+                glommio::timer::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
 }
 
 /// Drains streams into local readers each time the core's fan-out doorbell rings.

@@ -45,6 +45,19 @@ fn adopt_made_listeners(
     Ok((fds, address))
 }
 
+/// One listener per core on `address`, bound here or made by the configured listener factory.
+fn bind_listeners(
+    config: &ServerConfig,
+    address: SocketAddr,
+    count: usize,
+) -> Result<(Vec<OwnedFd>, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind { address, source };
+    match &config.listener_factory {
+        Some(factory) => adopt_made_listeners((factory.0)(address, count), count).map_err(bind_error),
+        None => bind_tcp_reuseport(address, count).map_err(bind_error),
+    }
+}
+
 /// Send buffer of each UDP socket: room for a burst of fan-out to many readers.
 const UDP_SEND_BUFFER: usize = 4 << 20;
 
@@ -103,9 +116,6 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// `tls` was set, and RTSPS is not built yet.
-    #[error("RTSPS (the tls setting) is not supported yet")]
-    TlsNotSupported,
     /// An executor or its doorbell could not be created.
     #[error("cannot start the executors: {0}")]
     Runtime(std::io::Error),
@@ -116,6 +126,7 @@ pub enum StartError {
 /// Dropping the server closes it.
 pub struct Server {
     local_addr: SocketAddr,
+    rtsps_local_addr: Option<SocketAddr>,
     context: ServerContext,
     state: Arc<(Mutex<Lifecycle>, Condvar)>,
 }
@@ -143,9 +154,6 @@ impl Server {
         H: Handler,
     {
         config.validate()?;
-        if config.tls.is_some() {
-            return Err(StartError::TlsNotSupported);
-        }
         let available = available_cpus();
         let cpus = match &config.cpus {
             Some(cpus) => {
@@ -156,16 +164,16 @@ impl Server {
             }
             None => available,
         };
-        let bind_error = |source| StartError::Bind {
-            address: config.rtsp_address,
-            source,
-        };
-        let (listeners, local_addr) = match &config.listener_factory {
-            Some(factory) => {
-                adopt_made_listeners((factory.0)(config.rtsp_address, cpus.len()), cpus.len()).map_err(bind_error)?
+        let (listeners, local_addr) = bind_listeners(&config, config.rtsp_address, cpus.len())?;
+        let (mut rtsps_listeners, rtsps_local_addr) = match config.rtsps_address {
+            Some(address) => {
+                let (fds, bound) = bind_listeners(&config, address, cpus.len())?;
+                (fds.into_iter().map(Some).collect(), Some(bound))
             }
-            None => bind_tcp_reuseport(config.rtsp_address, cpus.len()).map_err(bind_error)?,
+            None => (Vec::new(), None),
         };
+        // Without a separate RTSPS address, the main listener is the TLS one.
+        let listener_tls = config.tls.is_some() && config.rtsps_address.is_none();
         let mut udp_fds = match (config.rtp_address, config.rtcp_address) {
             (Some(rtp), Some(rtcp)) => {
                 let (rtp_fds, rtcp_fds, ports) = bind_udp(&config, rtp, rtcp, cpus.len())?;
@@ -178,7 +186,8 @@ impl Server {
         let mut ingest_ringers = Vec::with_capacity(cpus.len());
         let mut migration_ringers = Vec::with_capacity(cpus.len());
         let mut starts = Vec::with_capacity(cpus.len());
-        for listener in listeners {
+        for (core, listener) in listeners.into_iter().enumerate() {
+            let rtsps_listener = rtsps_listeners.get_mut(core).and_then(Option::take);
             let (fanout_ringer, fanout_bell) = doorbell().map_err(StartError::Runtime)?;
             let (shutdown_ringer, shutdown_bell) = doorbell().map_err(StartError::Runtime)?;
             let (migration_ringer, migration_bell) = doorbell().map_err(StartError::Runtime)?;
@@ -198,6 +207,8 @@ impl Server {
             };
             starts.push(Mutex::new(Some(CoreStart {
                 listener,
+                listener_tls,
+                rtsps_listener,
                 fanout_bell,
                 shutdown_bell,
                 migration_bell,
@@ -245,9 +256,13 @@ impl Server {
             }
         })
         .map_err(StartError::Runtime)?;
-        tracing::info!(address = %local_addr, cores = pool.len(), "RTSP server listening");
+        tracing::info!(address = %local_addr, cores = pool.len(), tls = listener_tls, "RTSP server listening");
+        if let Some(address) = rtsps_local_addr {
+            tracing::info!(%address, "RTSPS listening");
+        }
         Ok(Server {
             local_addr,
+            rtsps_local_addr,
             context,
             state: Arc::new((
                 Mutex::new(Lifecycle {
@@ -263,6 +278,13 @@ impl Server {
     /// The address the RTSP listener is bound to (with the real port when port 0 was configured).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the separate RTSPS listener (with the real port when port 0 was
+    /// configured), when `rtsps_address` is set. Without it, RTSPS (if `tls` is set) is served
+    /// on [`Server::local_addr`].
+    pub fn rtsps_local_addr(&self) -> Option<SocketAddr> {
+        self.rtsps_local_addr
     }
 
     /// A handle to create streams and read the configuration, usable from any thread.

@@ -20,6 +20,8 @@ const MAILBOX_CAPACITY: usize = 256;
 pub(crate) struct MovingConn {
     /// A descriptor of the connected socket.
     pub(crate) fd: OwnedFd,
+    /// The client and server addresses (for RTSPS, not those of `fd`, a local socket pair).
+    pub(crate) addrs: super::conn::ConnAddrs,
     /// Bytes read but not yet decoded.
     pub(crate) buffered: BytesMut,
     /// The request that named the session, to handle first.

@@ -19,6 +19,7 @@ mod rtcp;
 mod session;
 mod signal;
 mod stream;
+mod tls;
 mod transport;
 mod udp;
 
@@ -37,6 +38,7 @@ pub use metrics::{ServerMetrics, SessionCounts, SESSION_STATES, SESSION_TRANSPOR
 pub use multicast::MULTICAST_TTL;
 pub use session::{PublishedPacket, ReaderLagged, ServerSession, SessionCloseReason};
 pub use stream::{ServerStream, StreamError, StreamStats, StreamWriteError};
+pub use tls::TlsConfigError;
 pub use transport::SetupTransport;
 pub use udp::OversizedDatagram;
 

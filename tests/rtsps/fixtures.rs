@@ -1,0 +1,207 @@
+//! The RTSPS tests' fixtures: a self-signed certificate in PEM files, a rustls RTSP client, and
+//! a look at this process's sockets.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use shardcast::server::TlsConfig;
+
+use crate::common::{RawResponse, Received};
+
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM files in a directory removed on drop.
+pub struct CertFiles {
+    pub dir: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    der: CertificateDer<'static>,
+}
+
+impl CertFiles {
+    pub fn new(test: &str) -> CertFiles {
+        let dir = std::env::temp_dir().join(format!("shardcast-rtsps-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        CertFiles {
+            dir,
+            cert,
+            key,
+            der: made.cert.der().clone(),
+        }
+    }
+
+    pub fn tls_config(&self) -> TlsConfig {
+        TlsConfig::from_pem_files(&self.cert, &self.key).unwrap()
+    }
+}
+
+impl Drop for CertFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A hand-written RTSP client over rustls that trusts only the test's certificate.
+pub struct TlsClient {
+    reader: BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+    cseq: u32,
+}
+
+impl TlsClient {
+    pub fn connect(addr: SocketAddr, certs: &CertFiles) -> TlsClient {
+        Self::over(TcpStream::connect(addr).unwrap(), certs)
+    }
+
+    pub fn over(socket: TcpStream, certs: &CertFiles) -> TlsClient {
+        socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certs.der.clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        TlsClient {
+            reader: BufReader::new(rustls::StreamOwned::new(conn, socket)),
+            cseq: 0,
+        }
+    }
+
+    pub fn socket(&self) -> &TcpStream {
+        &self.reader.get_ref().sock
+    }
+
+    pub fn request(&mut self, method: &str, url: &str, headers: &[(&str, &str)]) -> RawResponse {
+        self.cseq += 1;
+        let mut text = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
+        for (k, v) in headers {
+            text.push_str(&format!("{k}: {v}\r\n"));
+        }
+        text.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream.write_all(text.as_bytes()).unwrap();
+        stream.flush().unwrap();
+        loop {
+            match self.receive() {
+                Received::Response(r) => return r,
+                Received::Frame { .. } => continue,
+                Received::Closed => panic!("connection closed while waiting for the {method} response"),
+            }
+        }
+    }
+
+    /// The next response or interleaved frame (the same framing as `RawClient::receive`).
+    pub fn receive(&mut self) -> Received {
+        let first = match self.reader.fill_buf() {
+            Ok([]) => return Received::Closed,
+            Ok(buf) => buf[0],
+            Err(e) => panic!("read from the server: {e}"),
+        };
+        if first == b'$' {
+            let mut header = [0u8; 4];
+            self.reader.read_exact(&mut header).unwrap();
+            let mut payload = vec![0; usize::from(u16::from_be_bytes([header[2], header[3]]))];
+            self.reader.read_exact(&mut payload).unwrap();
+            return Received::Frame {
+                channel: header[1],
+                payload,
+            };
+        }
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line).unwrap();
+        let status: u16 = status_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            let Some((k, v)) = line.trim_end().split_once(':') else {
+                break;
+            };
+            headers
+                .entry(k.trim().to_ascii_lowercase())
+                .or_default()
+                .push(v.trim().to_owned());
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.first())
+            .map_or(0, |v| v.parse().unwrap());
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).unwrap();
+        Received::Response(RawResponse { status, headers, body })
+    }
+
+    /// SETUP of the first track on interleaved channels 0-1 and PLAY.
+    pub fn play(&mut self, url: &str) {
+        let r = self.request(
+            "SETUP",
+            &format!("{url}/trackID=0"),
+            &[("Transport", "RTP/AVP/TCP;unicast;interleaved=0-1")],
+        );
+        assert_eq!(r.status, 200, "SETUP over TLS: {r:?}");
+        let session = crate::common::relay_fixtures::session_of(&r);
+        let r = self.request("PLAY", url, &[("Session", &session)]);
+        assert_eq!(r.status, 200, "PLAY over TLS: {r:?}");
+    }
+
+    /// True if the server ends the connection within `within`, reading and discarding what it
+    /// still delivers; an unclean end (no close_notify) counts.
+    pub fn closed_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        self.socket()
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        while Instant::now() < deadline {
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+}
+
+/// Whether a descriptor of this process (where the server runs) is the IPv4 TCP socket from
+/// `local` to `remote`, found through its inode in /proc/net/tcp.
+pub fn this_process_holds(local: SocketAddr, remote: SocketAddr) -> bool {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port()),
+        SocketAddr::V6(_) => unreachable!("the tests listen on 127.0.0.1"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() > 9 && fields[1] == local && fields[2] == remote)
+        .map(|fields| format!("socket:[{}]", fields[9]))
+        .collect();
+    std::fs::read_dir("/proc/self/fd").unwrap().any(|fd| {
+        std::fs::read_link(fd.unwrap().path())
+            .is_ok_and(|target| inodes.iter().any(|inode| target.as_os_str() == inode.as_str()))
+    })
+}
+
+/// A CPU this process may run on.
+pub fn first_allowed_cpu() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    list.split([',', '-']).next().unwrap().parse().unwrap()
+}
