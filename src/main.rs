@@ -11,7 +11,7 @@ use shardcast::edge::config::{Config, LogFormat, LogSection, EMBEDDED_DEFAULT};
 use shardcast::edge::exporter;
 use shardcast::edge::host_checks::{self, LiveHost};
 use shardcast::edge::state::Edge;
-use shardcast::server::Server;
+use shardcast::server::{Server, ServerConfig, TlsConfig};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -44,6 +44,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    let server_config = match server_config(&config) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("shardcast: {message}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
     if args.check_config {
         println!(
             "shardcast: configuration OK ({})",
@@ -52,7 +59,20 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log);
-    serve(config, args.config.as_deref())
+    serve(config, server_config, args.config.as_deref())
+}
+
+/// The library's server configuration, with the RTSPS certificate loaded: files that cannot be
+/// used are a configuration error, found by `--check-config` too.
+fn server_config(config: &Config) -> Result<ServerConfig, String> {
+    let mut server = config.server.to_server_config();
+    if let (Some(cert), Some(key)) = (&config.server.tls_cert_file, &config.server.tls_key_file) {
+        let tls = TlsConfig::from_pem_files(cert, key)
+            .map_err(|e| format!("invalid configuration: [server] tls_cert_file / tls_key_file: {e}"))?;
+        server.tls = Some(tls);
+        server.rtsps_address = config.server.rtsps_address;
+    }
+    Ok(server)
 }
 
 fn describe_source(path: Option<&Path>) -> String {
@@ -85,8 +105,7 @@ fn init_logging(log: &LogSection) {
 }
 
 /// Serves until SIGTERM or SIGINT; SIGHUP reloads paths and users.
-fn serve(config: Config, path: Option<&Path>) -> ExitCode {
-    let server_config = config.server.to_server_config();
+fn serve(config: Config, server_config: ServerConfig, path: Option<&Path>) -> ExitCode {
     for warning in host_checks::check(&LiveHost, &server_config) {
         tracing::warn!(
             setting = warning.setting,
@@ -95,6 +114,7 @@ fn serve(config: Config, path: Option<&Path>) -> ExitCode {
     }
     let metrics_address = config.metrics.as_ref().map(|m| m.address);
     let edge = Edge::new(config);
+    let tls_only = server_config.tls.is_some() && server_config.rtsps_address.is_none();
     let server = match Server::start(server_config, {
         let edge = edge.clone();
         move |context, _core| edge.handler(context)
@@ -105,7 +125,10 @@ fn serve(config: Config, path: Option<&Path>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(address = %server.local_addr(), "serving RTSP");
+    tracing::info!(address = %server.local_addr(), tls = tls_only, "serving RTSP");
+    if let Some(address) = server.rtsps_local_addr() {
+        tracing::info!(%address, "serving TLS (RTSPS)");
+    }
     let metrics = match metrics_address.map(|a| exporter::start(a, &edge, server.context())) {
         Some(Ok(metrics)) => {
             tracing::info!(address = %metrics.local_addr(), "serving metrics");

@@ -3,13 +3,16 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
+#[path = "rtsps/fixtures.rs"]
+mod rtsps_fixtures;
 
 use std::time::{Duration, Instant};
 
-use common::binary::{basic, EdgeProcess};
+use common::binary::{basic, run, EdgeProcess, TempConfig};
 use common::http::{get, sample, status};
 use common::relay_fixtures::{play_tcp, publish_tcp, rtp_packet, send_frame, H264_SDP};
-use common::{eventually, Received};
+use common::{eventually, ffmpeg_publish, ffmpeg_read, Received};
+use rtsps_fixtures::CertFiles;
 
 const PLAIN: &str = "[server]\nrtsp_address = '127.0.0.1:0'\n[metrics]\naddress = '127.0.0.1:0'\n\
                      [[paths]]\npattern = '^.+$'\n";
@@ -121,4 +124,54 @@ fn sigterm_with_readers_connected_closes_them_and_exits_cleanly_within_the_deadl
     }
     assert!(publisher.closed_within(Duration::from_secs(1)));
     assert!(edge.log_lines().iter().any(|l| l.contains("shutting down")));
+}
+
+fn tls_config(certs: &CertFiles) -> String {
+    format!(
+        "[server]\nrtsp_address = '127.0.0.1:0'\nrtsps_address = '127.0.0.1:0'\n\
+         tls_cert_file = '{}'\ntls_key_file = '{}'\n[[paths]]\npattern = '^.+$'\n",
+        certs.cert.display(),
+        certs.key.display()
+    )
+}
+
+#[test]
+fn ffmpeg_publishes_over_rtsps_and_ffmpeg_reads_the_same_path_over_plain_rtsp() {
+    let certs = CertFiles::new("binary-publish");
+    let edge = EdgeProcess::start(&tls_config(&certs), &[]);
+    let rtsps = edge
+        .logged_address("serving TLS (RTSPS)")
+        .expect("the binary logs its RTSPS address");
+    let _publisher = ffmpeg_publish(&format!("rtsps://{rtsps}/live"), "tcp");
+    let published = eventually(Duration::from_secs(10), || {
+        let mut c = common::RawClient::connect(edge.addr);
+        c.request("DESCRIBE", &edge.url("live", None), &[], b"").status == 200
+    });
+    assert!(published, "ffmpeg published over RTSPS: {:#?}", edge.log_lines());
+    let (output, exited) = ffmpeg_read(&edge.url("live", None), "tcp", 25).wait_for(Duration::from_secs(20));
+    assert!(
+        exited && output.status.success(),
+        "ffmpeg read over plain RTSP: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (output, exited) = ffmpeg_read(&format!("rtsps://{rtsps}/live"), "tcp", 25).wait_for(Duration::from_secs(20));
+    assert!(
+        exited && output.status.success(),
+        "ffmpeg read over RTSPS: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_certificate_file_that_cannot_be_used_is_a_configuration_error_naming_it() {
+    let certs = CertFiles::new("binary-bad-cert");
+    std::fs::write(&certs.cert, "not a certificate").unwrap();
+    let config = TempConfig::new(&tls_config(&certs));
+    let output = run(&["--config", &config.path.to_string_lossy(), "--check-config"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("tls_cert_file") && stderr.contains(&*certs.cert.to_string_lossy()),
+        "{stderr}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The RTSPS tests' fixtures: a self-signed certificate in PEM files, a rustls RTSP client, and
 //! a look at this process's sockets.
+#![allow(dead_code)] // each test binary that includes it uses a different subset
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
