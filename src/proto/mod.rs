@@ -8,12 +8,14 @@
 //! - [`sdp`]: a lenient SDP parser and the SDP builder for DESCRIBE.
 //! - [`rtp`]: a zero-copy RTP header view.
 //! - [`rtcp`]: RTCP compound packets: SR, RR, SDES, BYE.
+//! - [`http`]: HTTP/1.x request heads, for the metrics endpoint.
 //! - [`auth`]: Basic and Digest (MD5, SHA-256) authentication, server and client side.
 //! - [`time`]: NTP timestamps and RTP clock arithmetic.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod headers;
+pub mod http;
 pub mod method;
 pub mod rtcp;
 pub mod rtp;
