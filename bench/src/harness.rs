@@ -302,7 +302,8 @@ fn start_shardcast(bins: &Bins, s: &Settings, cpus: &[usize], label: &str) -> Re
     let seed = sys::unix_ns() ^ u64::from(std::process::id());
     let (rtsp, rtp, rtcp) = loadgen::free_ports(seed).ok_or("no free ports for the server")?;
     let config = s.logs.join(format!("{label}.toml"));
-    // Only keys every version of the binary's configuration has (src/config.rs).
+    // Only keys every version of the binary's configuration has (src/edge/config/); no [[paths]]
+    // means every path is publishable.
     let text = format!(
         "[server]\nrtsp_address = \"127.0.0.1:{rtsp}\"\nrtp_address = \"127.0.0.1:{rtp}\"\nrtcp_address = \"127.0.0.1:{rtcp}\"\n"
     );

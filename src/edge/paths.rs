@@ -199,6 +199,22 @@ pub struct PathConfig {
 }
 
 impl PathConfig {
+    /// Every path, published by a client, with the defaults: what a file without `[[paths]]` serves.
+    pub fn any_published() -> PathConfig {
+        PathConfig {
+            // A constant pattern, covered by the tests.
+            matcher: PathMatcher::Pattern(Regex::new("^.+$").expect("a valid constant regex")),
+            source: PathSource::Publisher,
+            source_transport: SourceTransport::Tcp,
+            on_demand: true,
+            start_timeout: Duration::from_secs(10),
+            close_after_idle: Duration::from_secs(10),
+            max_readers: 0,
+            publish_users: None,
+            read_users: None,
+        }
+    }
+
     /// Whether the entry's own user lists let `user` (or [`ANY_USER`](super::users::ANY_USER)) do `action`.
     pub fn lets(&self, action: Action, user: &str) -> bool {
         let list = match action {

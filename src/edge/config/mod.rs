@@ -198,6 +198,11 @@ impl Config {
             };
             paths.push(raw.parse(&at, &user_names)?);
         }
+        if paths.is_empty() {
+            // As with users: nothing configured means nothing restricted, so a file with only a
+            // `[server]` table relays any path, like the embedded default.
+            paths.push(PathConfig::any_published());
+        }
         Ok(Config {
             server: file.server,
             metrics: file.metrics,

@@ -238,3 +238,13 @@ fn environment_overrides_apply_before_validation() {
     let e = Config::load(&text, vars(&[("SHARDCAST_SERVER_NOPE", "1")])).unwrap_err();
     assert!(e.to_string().contains("SHARDCAST_SERVER_NOPE"), "{e}");
 }
+
+#[test]
+fn a_file_without_paths_serves_every_path_from_publishers() {
+    let c = with_server("").unwrap();
+    let matched = crate::edge::paths::find(&c.paths, "any/path/at/all").unwrap();
+    assert_eq!(matched.entry.source, PathSource::Publisher);
+    assert!(c.permits(None, local(), Action::Publish, "any/path/at/all"));
+    let with_one = with_server("[[paths]]\nname = 'only'\n").unwrap();
+    assert!(crate::edge::paths::find(&with_one.paths, "other").is_none());
+}
