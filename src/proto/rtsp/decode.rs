@@ -230,10 +230,17 @@ impl Decoder {
                 offset: line_offset,
             };
             let newline = rest.iter().position(|&b| b == b'\n');
+            // An unfinished line's trailing CR may be the first half of its CRLF: leave it out,
+            // so a limit check gives the same answer wherever the stream was split.
             let line = match newline {
                 Some(n) => strip_cr(&rest[..n]),
-                None => rest,
+                None => strip_cr(rest),
             };
+            if newline.is_none() && line.is_empty() {
+                // Nothing of the next line yet: whether it is a header, a continuation or the
+                // blank line is not known, so no check may run on it.
+                return Ok(None);
+            }
             if self.scan.lines == 0 {
                 check_start_line(line, &limits).map_err(err)?;
             } else if let (Some(n), true) = (newline, line.is_empty()) {

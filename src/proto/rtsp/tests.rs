@@ -113,6 +113,43 @@ fn frames_and_requests_mixed_in_one_stream_come_out_in_order() {
 }
 
 #[test]
+fn a_limit_check_does_not_count_a_cr_whose_lf_has_not_arrived() {
+    // Found by the rtsp_stream fuzz target: a 64-byte method (the limit) whose CR arrived
+    // without its LF was refused as 65 bytes long, though whole it is accepted.
+    let mut input = vec![b'A'; 64];
+    input.extend_from_slice(b"\r\nCSeq: 1\r\n");
+    let whole = decode_split(&input, &[]).map_err(|e| e.kind);
+    assert_eq!(whole, Ok(Vec::new()), "incomplete, not refused");
+    for cut in 0..=input.len() {
+        assert_eq!(
+            decode_split(&input, &[cut]).map_err(|e| e.kind),
+            whole,
+            "split at {cut}"
+        );
+    }
+}
+
+#[test]
+fn the_header_count_is_not_checked_before_a_line_shows_what_it_is() {
+    // Found by the rtsp_stream fuzz target: with the header limit reached, a split just before
+    // a continuation line's leading space counted the empty tail as one header too many.
+    let mut input = b"OPTIONS * RTSP/1.0\r\n".to_vec();
+    for i in 0..Limits::default().max_headers {
+        input.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    input.extend_from_slice(b" folded");
+    let whole = decode_split(&input, &[]).map_err(|e| e.kind);
+    assert_eq!(whole, Ok(Vec::new()), "incomplete, not refused");
+    for cut in input.len() - 10..=input.len() {
+        assert_eq!(
+            decode_split(&input, &[cut]).map_err(|e| e.kind),
+            whole,
+            "split at {cut}"
+        );
+    }
+}
+
+#[test]
 fn every_split_point_gives_the_same_messages() {
     let mut input = FFMPEG_SETUP.to_vec();
     input.extend_from_slice(b"$\x02\x00\x02hi");
