@@ -4,8 +4,9 @@
 //! flushes responses and interleaved frames. Both halves share the stream through a `RefCell` that is
 //! borrowed only inside a synchronous `poll_*` call, never across an `.await`, so they cannot clash.
 //!
-//! Writes are vectored: [`TcpWriteHalf::write_all_vectored`] hands up to [`MAX_IOVECS`] queued buffers
-//! to one non-blocking `sendmsg`, which DESIGN.md measured at ~18x cheaper per packet than one write
+//! Writes are vectored: [`drain_outbox`] (a server connection's writer) and
+//! [`TcpWriteHalf::write_all_vectored`] (the client's) hand up to [`MAX_IOVECS`] queued buffers to
+//! one non-blocking `sendmsg`, which DESIGN.md measured at ~18x cheaper per packet than one write
 //! each. glommio has no readiness API, so when the socket is full we wait for writability by giving
 //! glommio's own write the first pending bytes.
 
