@@ -85,8 +85,9 @@ impl Outbox {
         Outbox {
             counters,
             inner: RefCell::new(Inner {
-                // Grows with use up to the bound; an idle reader's queue stays small.
-                items: VecDeque::with_capacity(frame_capacity.min(16) + 8),
+                // Empty until used, then as large as the connection's traffic made it (up to the
+                // bound): an idle reader's queue holds a few slots, not `frame_capacity`.
+                items: VecDeque::new(),
                 queued_frames: 0,
                 frame_capacity,
                 dropped_frames: 0,

@@ -4,8 +4,9 @@
 //! flushes responses and interleaved frames. Both halves share the stream through a `RefCell` that is
 //! borrowed only inside a synchronous `poll_*` call, never across an `.await`, so they cannot clash.
 //!
-//! Writes are vectored: [`TcpWriteHalf::write_all_vectored`] hands up to [`MAX_IOVECS`] queued buffers
-//! to one non-blocking `sendmsg`, which DESIGN.md measured at ~18x cheaper per packet than one write
+//! Writes are vectored: [`drain_outbox`] (a server connection's writer) and
+//! [`TcpWriteHalf::write_all_vectored`] (the client's) hand up to [`MAX_IOVECS`] queued buffers to
+//! one non-blocking `sendmsg`, which DESIGN.md measured at ~18x cheaper per packet than one write
 //! each. glommio has no readiness API, so when the socket is full we wait for writability by giving
 //! glommio's own write the first pending bytes.
 
@@ -16,9 +17,11 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use bytes::BytesMut;
+use futures_lite::{ready, AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 use crate::fanout::outbox::{Outbox, Outgoing};
@@ -43,6 +46,18 @@ pub(crate) fn split(stream: TcpStream) -> (TcpReadHalf, TcpWriteHalf) {
 /// The peer address of an accepted stream.
 pub(crate) fn peer_addr(stream: &TcpStream) -> io::Result<SocketAddr> {
     Ok(stream.peer_addr()?)
+}
+
+/// Bytes one read takes from a socket, in the buffer every connection of a thread shares.
+const READ_SCRATCH_SIZE: usize = 16 * 1024;
+
+/// Capacity a connection's own buffer gets when data arrives while it has none: room for a whole
+/// request or a few frames, so a publisher's buffer is not regrown read after read.
+const MIN_READ_BUFFER: usize = 2 * 1024;
+
+thread_local! {
+    /// Where [`TcpReadHalf::read_into`] reads, borrowed only inside one synchronous poll.
+    static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SCRATCH_SIZE].into_boxed_slice());
 }
 
 /// Reads from the connection.
@@ -74,6 +89,29 @@ impl TcpReadHalf {
         poll_fn(|cx| {
             let mut stream = self.stream.borrow_mut();
             Pin::new(&mut *stream).poll_read(cx, buf)
+        })
+        .await
+    }
+
+    /// Reads what has arrived and appends it to `buf`; 0 means the peer closed its side.
+    ///
+    /// The bytes land first in a buffer shared by every connection of this thread, then in `buf`:
+    /// glommio reads synchronously inside the poll (and only waits for readability when there is
+    /// nothing), so no connection needs a read buffer of its own while it waits, and `buf` can stay
+    /// empty, without capacity, on a connection that has nothing partly read.
+    pub(crate) async fn read_into(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        poll_fn(|cx| {
+            READ_SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut stream = self.stream.borrow_mut();
+                let n = ready!(Pin::new(&mut *stream).poll_read(cx, &mut scratch))?;
+                let data = scratch.get(..n).unwrap_or_default();
+                if buf.capacity() == 0 {
+                    buf.reserve(data.len().max(MIN_READ_BUFFER));
+                }
+                buf.extend_from_slice(data);
+                Poll::Ready(Ok(n))
+            })
         })
         .await
     }
@@ -137,27 +175,103 @@ pub(crate) const BATCH: usize = MAX_IOVECS / 2;
 /// Writes everything `outbox` yields until it is closed and drained, or a write fails or times out.
 ///
 /// The caller closes the connection on error; an `Err` of kind `TimedOut` means the peer stopped reading.
+///
+/// The iovecs are built on the thread's stack inside each (synchronous) send, never kept across an
+/// `.await`: this future lives as long as its connection, and an array of [`MAX_IOVECS`] in it would
+/// cost every idle connection 2 KiB. Likewise the batch starts empty and grows to what the
+/// connection's traffic needs (a reader that gets a frame now and then keeps a few slots).
 pub(crate) async fn drain_outbox(outbox: &Outbox, write: &TcpWriteHalf, timeout: Duration) -> io::Result<()> {
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch = Vec::new();
     while outbox.next_batch(&mut batch, BATCH).await {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let mut used = 0;
-        for item in &batch {
-            match item {
-                Outgoing::Message(bytes) => {
-                    slices[used] = IoSlice::new(bytes);
-                    used += 1;
-                }
-                Outgoing::Frame { header, payload } => {
-                    slices[used] = IoSlice::new(header);
-                    slices[used + 1] = IoSlice::new(payload);
-                    used += 2;
-                }
+        let mut progress = Progress::default();
+        while !send_batch(write.fd, &batch, &mut progress)? {
+            let pending = progress.pending(&batch);
+            let n = write.write_when_writable(pending, timeout).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
+            progress.advance(&batch, n);
         }
-        write.write_all_vectored(&mut slices[..used], timeout).await?;
     }
     Ok(())
+}
+
+/// How far the writing of a batch got: the next byte to write is `offset` into its part `part`.
+/// Every item has two parts: a frame its header and its payload, a message its bytes and nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Progress {
+    part: usize,
+    offset: usize,
+}
+
+/// Part `index` of `batch` (see [`Progress`]); empty past the end.
+fn part(batch: &[Outgoing], index: usize) -> &[u8] {
+    match batch.get(index / 2) {
+        Some(Outgoing::Message(bytes)) if index % 2 == 0 => bytes,
+        Some(Outgoing::Frame { header, .. }) if index % 2 == 0 => header,
+        Some(Outgoing::Frame { payload, .. }) => payload,
+        _ => &[],
+    }
+}
+
+impl Progress {
+    /// Moves past `n` written bytes.
+    fn advance(&mut self, batch: &[Outgoing], mut n: usize) {
+        while n > 0 && self.part < batch.len() * 2 {
+            let left = part(batch, self.part).len() - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.part += 1;
+            self.offset = 0;
+        }
+    }
+
+    /// The unwritten rest of the first part that has any (empty when the batch is written).
+    fn pending<'a>(&self, batch: &'a [Outgoing]) -> &'a [u8] {
+        let mut offset = self.offset;
+        for index in self.part..batch.len() * 2 {
+            let rest = part(batch, index).get(offset..).unwrap_or_default();
+            if !rest.is_empty() {
+                return rest;
+            }
+            offset = 0;
+        }
+        &[]
+    }
+}
+
+/// Sends what is left of `batch`, up to [`MAX_IOVECS`] buffers per non-blocking `sendmsg`, until it
+/// is all written (`Ok(true)`) or the socket is full (`Ok(false)`), advancing `progress`.
+fn send_batch(fd: RawFd, batch: &[Outgoing], progress: &mut Progress) -> io::Result<bool> {
+    loop {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut used = 0;
+        let mut offset = progress.offset;
+        for index in progress.part..batch.len() * 2 {
+            if used == MAX_IOVECS {
+                break;
+            }
+            let rest = part(batch, index).get(offset..).unwrap_or_default();
+            offset = 0;
+            if !rest.is_empty() {
+                slices[used] = IoSlice::new(rest);
+                used += 1;
+            }
+        }
+        if used == 0 {
+            return Ok(true);
+        }
+        match sendmsg_dontwait(fd, &slices[..used]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => progress.advance(batch, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// One non-blocking vectored send. `MSG_NOSIGNAL`: a peer that vanished must give EPIPE, not kill us.
@@ -255,6 +369,73 @@ mod tests {
             expected.extend_from_slice(&[b'$', i % 2, 0, 3, i, i, i]);
         }
         assert_eq!(received, expected);
+    }
+
+    #[test]
+    fn progress_moves_across_parts_and_skips_empty_ones() {
+        let batch = vec![
+            Outgoing::Message(bytes::Bytes::from_static(b"abc")),
+            Outgoing::Message(bytes::Bytes::new()),
+            Outgoing::frame(0, bytes::Bytes::from_static(b"xyz")).unwrap(),
+        ];
+        let mut progress = Progress::default();
+        assert_eq!(progress.pending(&batch), b"abc");
+        progress.advance(&batch, 2);
+        assert_eq!(progress.pending(&batch), b"c");
+        // The rest of "abc", the empty message, and the frame's header and one payload byte.
+        progress.advance(&batch, 1 + 4 + 1);
+        assert_eq!(progress.pending(&batch), b"yz");
+        progress.advance(&batch, 2);
+        assert!(progress.pending(&batch).is_empty());
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_socket_buffers_arrives_whole_through_a_slow_reader() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // 512 frames of 60 000 bytes (31 MB, more than loopback's socket buffers hold) in batches
+        // of 64, read late and with pauses: the writer meets a full socket in the middle of frames
+        // again and again.
+        let reader = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            let mut all = Vec::new();
+            let mut piece = [0u8; 64 * 1024];
+            loop {
+                let n = peer.read(&mut piece).unwrap();
+                if n == 0 {
+                    return all;
+                }
+                all.extend_from_slice(&piece[..n]);
+                if all.len() % 7 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        run_on_one_core(move || async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (_read, write) = split(stream);
+            let outbox = Outbox::new(1024);
+            for i in 0..512u32 {
+                let fill = (i % 251) as u8;
+                outbox
+                    .push_frame(Outgoing::frame(fill % 2, bytes::Bytes::from(vec![fill; 60_000])).unwrap())
+                    .unwrap();
+            }
+            outbox.close();
+            drain_outbox(&outbox, &write, Duration::from_secs(10)).await.unwrap();
+            write.shutdown().await;
+        });
+        let received = reader.join().unwrap();
+        let mut expected = Vec::new();
+        for i in 0..512u32 {
+            let fill = (i % 251) as u8;
+            let [hi, lo] = 60_000u16.to_be_bytes();
+            expected.extend_from_slice(&[b'$', fill % 2, hi, lo]);
+            expected.extend(std::iter::repeat_n(fill, 60_000));
+        }
+        assert_eq!(received.len(), expected.len());
+        assert!(received == expected);
     }
 
     #[test]

@@ -16,11 +16,12 @@ use super::requests::{handle_frame, handle_request, Next};
 use super::signal::CloseSignal;
 use crate::fanout::outbox::Outbox;
 use crate::proto::rtsp::{Decoder, Limits, Message};
-use crate::runtime::tcp::{drain_outbox, split, TcpReadHalf};
+use crate::runtime::tcp::{drain_outbox, split, TcpReadHalf, TcpWriteHalf};
 
-/// Bytes read from the socket per call: a request is small, and a publisher's frames are decoded
-/// as they come, so a small buffer per connection keeps thousands of idle readers cheap.
-const READ_CHUNK: usize = 4 * 1024;
+/// A connection whose reads bring interleaved frames this often keeps its read buffer between
+/// reads (a publisher: no allocation per packet); any other connection lets it go once everything
+/// read was handled, so an idle reader holds no read buffer at all.
+const KEEP_READ_BUFFER_WITHIN: Duration = Duration::from_secs(1);
 
 /// Why a connection closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,7 +166,7 @@ pub(crate) struct ConnAddrs {
 pub(crate) async fn serve_connection<H: Handler>(
     state: Rc<CoreState<H>>,
     stream: TcpStream,
-    arrival: Option<Arrival>,
+    arrival: Option<Box<Arrival>>,
     addrs: Option<ConnAddrs>,
 ) {
     let (remote_addr, local_addr) = match addrs {
@@ -207,39 +208,17 @@ pub(crate) async fn serve_connection<H: Handler>(
 
     let (read, write) = split(stream);
     let write_timeout = config.write_timeout;
-    // The writer delivers packets: it runs in the data-plane queue, beside the fan-out that feeds it.
-    let writer_future = {
-        let shared = shared.clone();
-        async move {
-            if let Err(e) = drain_outbox(&shared.outbox, &write, write_timeout).await {
-                shared.close_with(CloseReason::WriteFailed(e.to_string()));
-            }
-            if !shared.moving.get() {
-                write.shutdown().await;
-            }
-        }
+    let Some(writer) = start_writer(&state, &shared, write, write_timeout) else {
+        return;
     };
-    let writer = match glommio::spawn_local_into(writer_future, state.data_plane) {
-        Ok(task) => task,
-        Err(e) => {
-            tracing::error!(conn = shared.id, error = %e, "cannot start the connection's writer");
-            return;
+    // Awaited where it is made: a future kept in a variable of this function would take room in
+    // this connection's task for as long as the connection lives, even once moved.
+    let moving = match read_until_closed(&state, &conn, &read, arrival).await {
+        LoopEnd::Close(Some(reason)) => {
+            shared.close_with(reason);
+            None
         }
-    };
-
-    let reading = futures_lite::future::or(read_loop(&state, &conn, &read, arrival), async {
-        watchdog(&state, &conn).await;
-        LoopEnd::Close(None)
-    });
-    let ended = futures_lite::future::or(reading, async {
-        shared.closing.closed().await;
-        LoopEnd::Close(None)
-    })
-    .await;
-    let mut moving = None;
-    match ended {
-        LoopEnd::Close(Some(reason)) => shared.close_with(reason),
-        LoopEnd::Close(None) => {}
+        LoopEnd::Close(None) => None,
         LoopEnd::Move {
             core,
             request,
@@ -259,11 +238,14 @@ pub(crate) async fn serve_connection<H: Handler>(
                     nonce: shared.nonce.clone(),
                     user: shared.user.borrow().clone(),
                 });
-                moving = Some((core, moved));
+                Some((core, moved))
             }
-            Err(e) => shared.close_with(CloseReason::Io(e.to_string())),
+            Err(e) => {
+                shared.close_with(CloseReason::Io(e.to_string()));
+                None
+            }
         },
-    }
+    };
     // Let queued responses (such as a final 400) reach the client, within the write timeout.
     outbox.close();
     let flushed = futures_lite::future::or(
@@ -301,24 +283,75 @@ pub(crate) async fn serve_connection<H: Handler>(
     state.handler.on_conn_close(&conn, &reason);
 }
 
+/// Starts the task that writes the connection's outbox to its socket, in the data-plane queue
+/// beside the fan-out that feeds it; `None` (and a log line) if it cannot start.
+fn start_writer<H: Handler>(
+    state: &CoreState<H>,
+    shared: &Rc<ConnShared>,
+    write: TcpWriteHalf,
+    write_timeout: Duration,
+) -> Option<glommio::Task<()>> {
+    let writer_shared = shared.clone();
+    let writer = async move {
+        if let Err(e) = drain_outbox(&writer_shared.outbox, &write, write_timeout).await {
+            writer_shared.close_with(CloseReason::WriteFailed(e.to_string()));
+        }
+        if !writer_shared.moving.get() {
+            write.shutdown().await;
+        }
+    };
+    match glommio::spawn_local_into(writer, state.data_plane) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::error!(conn = shared.id, error = %e, "cannot start the connection's writer");
+            None
+        }
+    }
+}
+
+/// Runs the reading loop until it ends, the watchdog times the connection out, or something
+/// closes it.
+async fn read_until_closed<H: Handler>(
+    state: &Rc<CoreState<H>>,
+    conn: &ServerConn,
+    read: &TcpReadHalf,
+    arrival: Option<Box<Arrival>>,
+) -> LoopEnd {
+    futures_lite::future::or(
+        futures_lite::future::or(read_loop(state, conn, read, arrival), async {
+            watchdog(state, conn).await;
+            LoopEnd::Close(None)
+        }),
+        async {
+            conn.shared.closing.closed().await;
+            LoopEnd::Close(None)
+        },
+    )
+    .await
+}
+
 /// Reads and handles messages until the connection must close (or move to another core).
 async fn read_loop<H: Handler>(
     state: &Rc<CoreState<H>>,
     conn: &ServerConn,
     read: &TcpReadHalf,
-    arrival: Option<Arrival>,
+    arrival: Option<Box<Arrival>>,
 ) -> LoopEnd {
     let mut decoder = Decoder::new(Limits::default());
-    // Grows only for a large body (an ANNOUNCE's SDP); most connections never need more.
-    let mut buf = BytesMut::with_capacity(1024);
-    let mut chunk = vec![0u8; READ_CHUNK];
+    // Allocated when bytes arrive (the socket is read through a buffer its thread shares), and
+    // released again when they are all handled: see `KEEP_READ_BUFFER_WITHIN`.
+    let mut buf = BytesMut::new();
     if let Some(arrival) = arrival {
-        buf = arrival.buffered;
+        let Arrival { buffered, request, .. } = *arrival;
+        buf = buffered;
         conn.shared.last_request.set(Instant::now());
-        if handle_request(state, conn, arrival.request).await == Next::Close {
+        if Box::pin(handle_request(state, conn, request)).await == Next::Close {
             return LoopEnd::Close(None);
         }
     }
+    // When the previous read came, and whether the bytes read since brought a frame.
+    let mut previous_read = Instant::now();
+    let mut frames_read = false;
     loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -331,11 +364,14 @@ async fn read_loop<H: Handler>(
                         };
                     }
                     conn.shared.last_request.set(Instant::now());
-                    if handle_request(state, conn, request).await == Next::Close {
+                    // Boxed: the request's future (the handler's included) is large, and inline it
+                    // would make every connection's task that large for as long as it lives.
+                    if Box::pin(handle_request(state, conn, request)).await == Next::Close {
                         return LoopEnd::Close(None);
                     }
                 }
                 Ok(Some(Message::Frame(frame))) => {
+                    frames_read = true;
                     if handle_frame(state, conn, frame) == Next::Close {
                         return LoopEnd::Close(None);
                     }
@@ -350,16 +386,20 @@ async fn read_loop<H: Handler>(
                 }
             }
         }
+        let now = Instant::now();
+        let streaming = frames_read && now.duration_since(previous_read) < KEEP_READ_BUFFER_WITHIN;
+        if buf.is_empty() && !streaming && buf.capacity() > 0 {
+            buf = BytesMut::new();
+        }
+        frames_read = false;
+        previous_read = now;
         // No timer per read (it would allocate for every read of a publisher's socket): the
         // connection's watchdog enforces the read and idle timeouts.
-        let n = read.read(&mut chunk).await;
+        let n = read.read_into(&mut buf).await;
         conn.shared.last_read.set(Instant::now());
         let reason = match n {
             Ok(0) => CloseReason::ClientClosed,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                continue;
-            }
+            Ok(_) => continue,
             Err(e) => CloseReason::Io(e.to_string()),
         };
         return LoopEnd::Close(Some(reason));

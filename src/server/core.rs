@@ -140,14 +140,15 @@ pub(crate) async fn run_core<H: Handler>(core: usize, context: ServerContext, ha
         while migration_bell.rung().await {
             while let Some(moving) = state.context.sessions().receive(core) {
                 let stream = adopt_tcp_stream(moving.fd);
-                let arrival = Arrival {
+                // Boxed: a connection's task keeps its arguments for as long as it lives.
+                let arrival = Box::new(Arrival {
                     buffered: moving.buffered,
                     request: moving.request,
                     nonce: moving.nonce,
                     user: moving.user,
-                };
+                });
                 let addrs = Some(moving.addrs);
-                match connections.spawn(serve_connection(state.clone(), stream, Some(arrival), addrs)) {
+                match connections.spawn(Box::pin(serve_connection(state.clone(), stream, Some(arrival), addrs))) {
                     Ok(task) => {
                         task.detach();
                     }
@@ -203,9 +204,16 @@ async fn accept_loop<H: Handler>(
                 tracing::trace!(core, tls = tls.is_some(), "accepted a connection");
                 let state = state.clone();
                 // A glommio task is cancelled when its handle drops: detach it, the gate tracks it.
+                // Boxed: the gate's wrapper future holds the future it runs twice (as its capture
+                // and as what it awaits), so unboxed every connection's state would be paid double.
                 let spawned = match &tls {
-                    Some(tls) => connections.spawn(serve_tls_connection(state, stream, tls.clone(), stopping.clone())),
-                    None => connections.spawn(serve_connection(state, stream, None, None)),
+                    Some(tls) => connections.spawn(Box::pin(serve_tls_connection(
+                        state,
+                        stream,
+                        tls.clone(),
+                        stopping.clone(),
+                    ))),
+                    None => connections.spawn(Box::pin(serve_connection(state, stream, None, None))),
                 };
                 match spawned {
                     Ok(task) => {
