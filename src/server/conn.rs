@@ -209,7 +209,8 @@ pub(crate) async fn serve_connection<H: Handler>(
     let (read, write) = split(stream);
     let write_timeout = config.write_timeout;
     let Some(writer) = start_writer(&state, &shared, write, write_timeout) else {
-        return;
+        shared.close_with(CloseReason::Io("cannot start the connection's writer".to_owned()));
+        return forget_connection(&state, &shared, &conn);
     };
     // Awaited where it is made: a future kept in a variable of this function would take room in
     // this connection's task for as long as the connection lives, even once moved.
@@ -272,15 +273,21 @@ pub(crate) async fn serve_connection<H: Handler>(
             );
         }
     }
-    state.sessions.connection_closed(&state, &shared);
+    forget_connection(&state, &shared, &conn);
+}
+
+/// Ends a connection's life on this core: its sessions learn it closed, the core forgets it, and
+/// the handler hears why.
+fn forget_connection<H: Handler>(state: &Rc<CoreState<H>>, shared: &Rc<ConnShared>, conn: &ServerConn) {
+    state.sessions.connection_closed(state, shared);
     state.conns.borrow_mut().remove(&shared.id);
     let reason = shared
         .close_reason
         .borrow()
         .clone()
         .unwrap_or(CloseReason::ServerClosed);
-    tracing::debug!(conn = shared.id, remote = %remote_addr, %reason, "connection closed");
-    state.handler.on_conn_close(&conn, &reason);
+    tracing::debug!(conn = shared.id, remote = %shared.remote_addr, %reason, "connection closed");
+    state.handler.on_conn_close(conn, &reason);
 }
 
 /// Starts the task that writes the connection's outbox to its socket, in the data-plane queue
