@@ -9,12 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use shardcast_loadgen::synth::StreamShape;
+use shardcast_loadgen::units::format_rate;
 
-use crate::format_rate;
 use crate::limit::{self, Destinations, RecvReport, SendReport, Transport};
 use crate::loadgen::{self, PublishRun, ReadRun};
 use crate::sample::{Sampler, Samples};
-use crate::shape::Shape;
 use crate::sys;
 
 /// The server's broadcast ring (src/server/stream.rs): RSS is taken once it has wrapped.
@@ -415,7 +415,7 @@ pub fn run_shardcast(bins: &Bins, s: &Settings, sc: Scenario, server_cpus: &[usi
                 ));
             }
             // RSS before readers once the ring has wrapped (every slot touched).
-            let pps = Shape::new(sc.bitrate, s.packet_size).packets_per_second();
+            let pps = StreamShape::new(sc.bitrate, s.packet_size).packets_per_second();
             let fill = if s.smoke {
                 0.5
             } else {

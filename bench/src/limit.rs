@@ -14,8 +14,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use shardcast_loadgen::synth::{Packetizer, StreamShape};
 
-use crate::shape::{Shape, RTP_HEADER};
 use crate::sys;
 
 /// Messages per `sendmmsg`/`recvmmsg` call: past 64 nothing is gained (DESIGN.md §1).
@@ -337,7 +337,7 @@ pub enum Destinations {
 
 /// The sender: sends `shape`'s stream for `duration` to every destination, then prints a
 /// [`SendReport`] as JSON on stdout.
-pub fn send(dest: Destinations, shape: Shape, threads: usize, duration: Duration) -> io::Result<SendReport> {
+pub fn send(dest: Destinations, shape: StreamShape, threads: usize, duration: Duration) -> io::Result<SendReport> {
     let transport = match dest {
         Destinations::Udp { .. } => Transport::Udp,
         Destinations::Tcp { .. } => Transport::Tcp,
@@ -417,14 +417,6 @@ pub fn send(dest: Destinations, shape: Shape, threads: usize, duration: Duration
 }
 
 /// Writes an RTP header (version 2, PT 96) at the start of `buf`.
-fn rtp_header(buf: &mut [u8], seq: u16, ts: u32, ssrc: u32, marker: bool) {
-    buf[0] = 0x80;
-    buf[1] = 96 | if marker { 0x80 } else { 0 };
-    buf[2..4].copy_from_slice(&seq.to_be_bytes());
-    buf[4..8].copy_from_slice(&ts.to_be_bytes());
-    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-}
-
 /// Paces frames: waits for frame `index`'s time; returns whether it is late by a frame or more.
 fn wait_for_frame(start: Instant, interval: Duration, index: u64) -> bool {
     let due = start + interval.mul_f64(index as f64);
@@ -439,7 +431,7 @@ fn wait_for_frame(start: Instant, interval: Duration, index: u64) -> bool {
 
 fn send_udp(
     dests: &[SocketAddrV4],
-    shape: Shape,
+    shape: StreamShape,
     duration: Duration,
     seed: u64,
     ready: &Barrier,
@@ -468,7 +460,7 @@ fn send_udp(
             sin_zero: [0; 8],
         })
         .collect();
-    let mut buf = vec![0u8; shape.packet_size.max(RTP_HEADER)];
+    let mut buf = vec![0u8; shape.packet_size];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: 0,
@@ -483,14 +475,13 @@ fn send_udp(
     let interval = Duration::from_secs_f64(1.0 / shape.fps);
     let frames = (duration.as_secs_f64() * shape.fps).round() as u64;
     let start = Instant::now();
-    let ssrc = 0x5348_4300 | seed as u32;
-    let mut seq: u16 = 0;
-    for (index, frame) in shape.frames(seed + 1).take(frames as usize).enumerate() {
-        report.late_frames += u64::from(wait_for_frame(start, interval, index as u64));
-        let ts = (index as u64 * 90_000 / shape.fps.max(1.0) as u64) as u32;
-        for (k, &len) in frame.iter().enumerate() {
-            rtp_header(&mut buf, seq, ts, ssrc, k + 1 == frame.len());
-            seq = seq.wrapping_add(1);
+    let mut packetizer = Packetizer::new(shape, seed + 1);
+    for index in 0..frames {
+        report.late_frames += u64::from(wait_for_frame(start, interval, index));
+        let frame = packetizer.next_frame();
+        for k in 0..frame.packets() {
+            // loadgen's packet to the byte, but for the trailer: stamping is the publisher's work.
+            let (len, _) = packetizer.write_packet(&frame, k, &mut buf);
             iov.iov_len = len;
             for chunk in names.chunks(BATCH) {
                 for (m, name) in msgs.iter_mut().zip(chunk) {
@@ -524,7 +515,7 @@ fn send_udp(
 
 fn send_tcp(
     streams: Vec<TcpStream>,
-    shape: Shape,
+    shape: StreamShape,
     duration: Duration,
     seed: u64,
     ready: &Barrier,
@@ -538,24 +529,23 @@ fn send_tcp(
     let interval = Duration::from_secs_f64(1.0 / shape.fps);
     let frames = (duration.as_secs_f64() * shape.fps).round() as u64;
     let start = Instant::now();
-    let ssrc = 0x5348_4300 | seed as u32;
-    let mut seq: u16 = 0;
+    let mut packetizer = Packetizer::new(shape, seed + 1);
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut iovs: Vec<libc::iovec> = Vec::new();
-    for (index, frame) in shape.frames(seed + 1).take(frames as usize).enumerate() {
-        report.late_frames += u64::from(wait_for_frame(start, interval, index as u64));
-        let ts = (index as u64 * 90_000 / shape.fps.max(1.0) as u64) as u32;
+    for index in 0..frames {
+        report.late_frames += u64::from(wait_for_frame(start, interval, index));
+        let frame = packetizer.next_frame();
         // The frame as interleaved packets, one buffer shared by every reader.
         frame_buf.clear();
         spans.clear();
-        for (k, &len) in frame.iter().enumerate() {
+        for k in 0..frame.packets() {
+            let len = frame.packet_len(k);
             let at = frame_buf.len();
             frame_buf.extend_from_slice(&[b'$', 0]);
             frame_buf.extend_from_slice(&(len as u16).to_be_bytes());
             let rtp = frame_buf.len();
             frame_buf.resize(rtp + len, 0);
-            rtp_header(&mut frame_buf[rtp..], seq, ts, ssrc, k + 1 == frame.len());
-            seq = seq.wrapping_add(1);
+            packetizer.write_packet(&frame, k, &mut frame_buf[rtp..]);
             spans.push((at, 4 + len));
         }
         iovs.clear();
@@ -564,7 +554,7 @@ fn send_tcp(
             iov_len: len,
         }));
         let total = frame_buf.len();
-        let count = frame.len() as u64;
+        let count = frame.packets() as u64;
         for (s, queue) in streams.iter().zip(pending.iter_mut()) {
             let fd = s.as_raw_fd();
             if !queue.is_empty() {
@@ -662,7 +652,7 @@ mod tests {
             .map(|_| UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap())
             .collect();
         let ports = sockets.iter().map(|s| s.local_addr().unwrap().port()).collect();
-        let shape = Shape::new(200_000, 1200);
+        let shape = StreamShape::new(200_000, 1200);
         let dest = Destinations::Udp {
             host: Ipv4Addr::LOCALHOST,
             ports,

@@ -181,6 +181,8 @@ pub struct PublishRun {
     pub late_frames: u64,
     /// Schedule resets.
     pub resyncs: u64,
+    /// Longest time from connect to RECORD answered, ms (`None`: never recorded).
+    pub time_to_record_ms: Option<f64>,
 }
 
 impl PublishRun {
@@ -194,6 +196,7 @@ impl PublishRun {
             wall_s: json["wall_s"].as_f64().unwrap_or(0.0),
             late_frames: u("late_frames"),
             resyncs: u("resyncs"),
+            time_to_record_ms: p["time_to_record_us"]["max"].as_u64().map(|us| us as f64 / 1000.0),
         }
     }
 }
@@ -349,6 +352,19 @@ mod tests {
             run.steady_window(),
             Some((1_000_000_000 + 2_000_000_000, 1_000_000_000 + 4_000_000_000, 200))
         );
+    }
+
+    #[test]
+    fn a_publish_report_keeps_the_time_to_record() {
+        let json = serde_json::json!({
+            "wall_s": 3.0,
+            "publishers": {"records": 1, "packets": 500, "time_to_record_us": {"count": 1, "max": 12_500}}
+        });
+        let run = PublishRun::parse(&json);
+        assert_eq!((run.records, run.packets), (1, 500));
+        assert_eq!(run.time_to_record_ms, Some(12.5));
+        let never = PublishRun::parse(&serde_json::json!({"publishers": {"records": 0}}));
+        assert_eq!(never.time_to_record_ms, None);
     }
 
     #[test]

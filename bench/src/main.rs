@@ -14,7 +14,8 @@ use shardcast_bench::harness::{self, Bins, Peer, Scenario, Settings};
 use shardcast_bench::limit::Transport;
 use shardcast_bench::plot::{self, Series, PALETTE};
 use shardcast_bench::report::{self, PeerResults, PlotInfo, Results, Scaling};
-use shardcast_bench::{format_rate, parse_duration, parse_rate, sys};
+use shardcast_bench::sys;
+use shardcast_loadgen::units::{format_rate, parse_duration, parse_rate};
 
 /// Fan-out benchmark: the bare sendmmsg/writev limit, shardcast under loadgen, and optionally a
 /// peer server, per transport × readers × bitrate; then set-up rate, memory per idle reader and

@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::format_rate;
 use crate::harness::{LimitRun, Scenario, ServerRun, SetupRun};
 use crate::limit::Transport;
 use crate::sys::Machine;
+use shardcast_loadgen::units::format_rate;
 
 /// Everything one invocation measured.
 #[derive(Debug, Serialize)]

@@ -1,11 +1,14 @@
-//! Command line: three modes (`read`, `publish`, `mixed`) sharing one set of options, and the parsers
-//! of durations (`10s`), rates (`2M`) and CPU lists (`0,2-3`).
+//! Command line: three modes (`read`, `publish`, `mixed`) sharing one set of options, and the parser
+//! of CPU lists (`0,2-3`). Durations (`10s`) and rates (`2M`) are parsed by the library's
+//! [`units`](shardcast_loadgen::units), shared with the benchmark harness.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use shardcast_loadgen::synth::{DEFAULT_FPS, DEFAULT_GOP};
+use shardcast_loadgen::units::{parse_duration, parse_rate};
 
 /// Thread-per-core RTSP load generator: many readers and/or synthetic publishers against any RTSP
 /// server, with loss, jitter, latency and fan-out figures, and a check that loadgen itself is not the
@@ -122,10 +125,10 @@ pub struct Options {
     #[arg(long, default_value_t = 1200)]
     pub packet_size: usize,
     /// Frames per second of each synthetic stream.
-    #[arg(long, default_value_t = 25.0)]
+    #[arg(long, default_value_t = DEFAULT_FPS)]
     pub fps: f64,
     /// Frames per group of pictures: a keyframe (larger, with SPS/PPS) every GOP frames.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = DEFAULT_GOP)]
     pub gop: u32,
     /// Print the configuration and every figure as JSON on stdout (the summary goes to stderr).
     #[arg(long)]
@@ -161,55 +164,6 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuList(pub Vec<usize>);
 
-/// Parses `250ms`, `10s`, `2m`, `1h`, `1.5s` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (examples: 500ms, 10s, 2m, 1h)"))?;
-    let seconds = match unit.trim() {
-        "" | "s" | "sec" | "secs" => value,
-        "ms" => value / 1000.0,
-        "us" => value / 1e6,
-        "m" | "min" | "mins" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m or h)")),
-    };
-    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
-        return Err(format!("`{s}` is out of range"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// Parses a bit rate: `2M`, `500k`, `1.5M`, `2000000`, optionally followed by `bps` or `b`.
-pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("bps")
-        .or_else(|| t.strip_suffix("bit/s"))
-        .or_else(|| t.strip_suffix('b'))
-        .unwrap_or(t);
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a rate (examples: 500k, 2M, 1.5M)"))?;
-    let factor = match unit.trim() {
-        "" => 1.0,
-        "k" | "K" => 1e3,
-        "m" | "M" => 1e6,
-        "g" | "G" => 1e9,
-        other => return Err(format!("unknown rate unit `{other}` (use k, M or G)")),
-    };
-    let rate = value * factor;
-    if !rate.is_finite() || !(1000.0..=100e9).contains(&rate) {
-        return Err(format!("`{s}`: the rate must be between 1k and 100G bits/s"));
-    }
-    Ok(rate.round() as u64)
-}
-
 /// Parses `0,2,4-7`.
 pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
     let mut cpus = Vec::new();
@@ -243,27 +197,6 @@ pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("3 weeks").is_err());
-    }
-
-    #[test]
-    fn rates() {
-        assert_eq!(parse_rate("2M"), Ok(2_000_000));
-        assert_eq!(parse_rate("500k"), Ok(500_000));
-        assert_eq!(parse_rate("1.5Mbps"), Ok(1_500_000));
-        assert_eq!(parse_rate("64000"), Ok(64_000));
-        assert!(parse_rate("fast").is_err());
-        assert!(parse_rate("10").is_err(), "below 1k");
-    }
 
     #[test]
     fn cpu_lists() {

@@ -16,7 +16,6 @@ mod publisher;
 mod reader;
 mod report;
 mod stats;
-mod synth;
 mod sys;
 mod url;
 

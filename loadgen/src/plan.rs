@@ -6,8 +6,8 @@ use serde::Serialize;
 use shardcast::client::ClientTransport;
 
 use crate::cli::{ModeKind, Options, TransportArg};
-use crate::synth::StreamShape;
 use crate::url::RtspUrl;
+use shardcast_loadgen::synth::StreamShape;
 
 /// Everything a run does, as it is reported in the JSON `config`.
 #[derive(Debug, Clone, Serialize)]

@@ -13,7 +13,7 @@ use shardcast::client::{Client, ClientError};
 use crate::core::{sleep_until, teardown, unless, Core};
 use crate::plan::{client_transport, PublisherSpec};
 use crate::stats::{error_kind, micros, PublisherReport};
-use crate::synth::{self, Packetizer};
+use shardcast_loadgen::synth::{self, Packetizer};
 
 /// Pause before a failed session is retried.
 const RETRY_DELAY: Duration = Duration::from_secs(1);

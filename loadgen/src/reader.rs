@@ -11,7 +11,7 @@ use shardcast::proto::rtp::RtpView;
 use crate::core::{sleep_until, teardown, unless, Core, ReaderCtl};
 use crate::plan::{client_transport, ReaderSpec};
 use crate::stats::{error_kind, micros, ReaderReport, TrackAccount};
-use crate::synth::{self, TRAILER_LEN, TRAILER_MAGIC};
+use shardcast_loadgen::synth::{self, TRAILER_LEN, TRAILER_MAGIC};
 
 /// Pause before a failed session is retried.
 const RETRY_DELAY: Duration = Duration::from_secs(1);

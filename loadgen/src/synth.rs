@@ -32,6 +32,10 @@ pub const KEYFRAME_WEIGHT: f64 = 6.0;
 pub const MIN_PACKET_SIZE: usize = 64;
 /// An Ethernet MTU's worth of UDP payload.
 pub const MAX_PACKET_SIZE: usize = 1472;
+/// Frames per second unless told otherwise (`--fps`).
+pub const DEFAULT_FPS: f64 = 25.0;
+/// Frames per GOP unless told otherwise (`--gop`).
+pub const DEFAULT_GOP: u32 = 50;
 
 /// SPS of a 640x360 constrained-baseline stream (level 3.0), as x264 writes it.
 const SPS: &[u8] = &[
@@ -65,6 +69,24 @@ pub struct StreamShape {
 }
 
 impl StreamShape {
+    /// A stream of `bitrate` bits/s in packets of `packet_size` bytes, at the default frame rate and GOP.
+    pub fn new(bitrate: u64, packet_size: usize) -> StreamShape {
+        StreamShape {
+            bitrate,
+            packet_size,
+            fps: DEFAULT_FPS,
+            gop: DEFAULT_GOP,
+        }
+    }
+
+    /// Average RTP packets per second, over ten seconds of the stream.
+    pub fn packets_per_second(&self) -> f64 {
+        let frames = (self.fps * 10.0).round().max(1.0) as usize;
+        let mut packetizer = Packetizer::new(*self, 1);
+        let packets: usize = (0..frames).map(|_| packetizer.next_frame().packets()).sum();
+        packets as f64 * self.fps / frames as f64
+    }
+
     /// Checks the shape can be produced; the message names the offending option.
     pub fn validate(&self) -> Result<(), String> {
         if !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&self.packet_size) {
@@ -128,12 +150,34 @@ pub struct Frame {
     pub timestamp: u32,
     /// Packets the slice takes (1: a single NAL unit packet; more: FU-A fragments).
     slice_packets: usize,
+    /// Slice bytes one FU-A fragment carries.
+    slice_room: usize,
 }
 
 impl Frame {
     /// Packets of the frame, parameter sets included.
     pub fn packets(&self) -> usize {
         self.slice_packets + if self.key { 2 } else { 0 }
+    }
+
+    /// Length of packet `index` of the frame, RTP header included: what
+    /// [`Packetizer::write_packet`] writes for it.
+    pub fn packet_len(&self, index: usize) -> usize {
+        let h = RtpHeader::LEN;
+        let mut index = index;
+        if self.key {
+            match index {
+                0 => return h + SPS.len(),
+                1 => return h + PPS.len(),
+                _ => index -= 2,
+            }
+        }
+        if self.slice_packets == 1 {
+            return h + self.nal_len;
+        }
+        let body = self.nal_len - 1;
+        let start = (index * self.slice_room).min(body);
+        h + FU_OVERHEAD + self.slice_room.min(body - start)
     }
 }
 
@@ -204,6 +248,7 @@ impl Packetizer {
             nal_len,
             timestamp: self.timestamp_base.wrapping_add(ticks as u32),
             slice_packets,
+            slice_room: room,
         }
     }
 
@@ -245,7 +290,7 @@ impl Packetizer {
             out[h + 1..h + len].copy_from_slice(&self.filler[offset..offset + len - 1]);
             return (h + len, true);
         }
-        let room = self.slice_room();
+        let room = frame.slice_room;
         let body = frame.nal_len - 1;
         let start = index * room;
         let chunk = room.min(body - start);
@@ -353,6 +398,7 @@ mod tests {
             for i in 0..frame.packets() {
                 let (len, trailer) = p.write_packet(&frame, i, &mut buf);
                 assert!(len <= shape.packet_size);
+                assert_eq!(len, frame.packet_len(i), "the announced length is the written one");
                 let counter = p.next_counter();
                 if trailer {
                     stamp(&mut buf[..len], counter);
@@ -403,6 +449,15 @@ mod tests {
     }
 
     #[test]
+    fn the_default_shape_sends_about_220_packets_per_second_at_2_mbits() {
+        let shape = StreamShape::new(2_000_000, 1200);
+        assert_eq!(shape, self::shape());
+        // 2 Mbit/s in packets of ~1130 bytes on average (keyframes' last fragments are short).
+        let pps = shape.packets_per_second();
+        assert!((200.0..240.0).contains(&pps), "{pps}");
+    }
+
+    #[test]
     fn foreign_payloads_have_no_trailer() {
         let now = unix_nanos();
         assert_eq!(read_trailer(&[0u8; 40], now), None);
@@ -433,6 +488,7 @@ mod tests {
             for i in 0..frame.packets() {
                 let (len, _) = p.write_packet(&frame, i, &mut buf);
                 assert!(len <= 64);
+                assert_eq!(len, frame.packet_len(i));
             }
         }
         assert!(StreamShape {

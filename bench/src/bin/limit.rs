@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use shardcast_bench::limit::{self, Destinations, Transport};
-use shardcast_bench::shape::Shape;
-use shardcast_bench::{parse_duration, parse_rate};
+use shardcast_loadgen::synth::StreamShape;
+use shardcast_loadgen::units::{parse_duration, parse_rate};
 
 /// The least work that delivers a packet stream to N local readers: sendmmsg (UDP) or writev (TCP).
 #[derive(Debug, Parser)]
@@ -138,7 +138,8 @@ fn run(cli: Cli) -> io::Result<()> {
                     readers,
                 },
             };
-            let shape = Shape::new(bitrate, packet_size);
+            let shape = StreamShape::new(bitrate, packet_size);
+            shape.validate().map_err(io::Error::other)?;
             let report = limit::send(dest, shape, threads, duration)?;
             let mut out = io::stdout().lock();
             serde_json::to_writer(&mut out, &report)?;
