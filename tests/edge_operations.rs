@@ -17,15 +17,15 @@ use rtsps_fixtures::CertFiles;
 const PLAIN: &str = "[server]\nrtsp_address = '127.0.0.1:0'\n[metrics]\naddress = '127.0.0.1:0'\n\
                      [[paths]]\npattern = '^.+$'\n";
 
-/// Scrapes until `series` has `value`, or returns the last body.
-fn scrape_until(edge: &EdgeProcess, auth: Option<&str>, series: &str, value: f64) -> String {
+/// Scrapes until `done` holds for the body, or returns the last body.
+fn scrape_until(edge: &EdgeProcess, auth: Option<&str>, done: impl Fn(&str) -> bool) -> String {
     let addr = edge
         .logged_address("serving metrics")
         .expect("the binary logs its metrics address");
     let mut body = String::new();
     eventually(Duration::from_secs(10), || {
         body = get(addr, "GET", "/metrics", auth);
-        sample(&body, series) == Some(value)
+        done(&body)
     });
     body
 }
@@ -49,12 +49,12 @@ fn a_scrape_after_known_traffic_shows_the_paths_readers_publishers_and_packet_co
             _ => {}
         }
     }
-    let body = scrape_until(
-        &edge,
-        None,
-        "shardcast_path_received_packets_total{path=\"live\"}",
-        f64::from(PACKETS),
-    );
+    // A writer counts a batch as sent once the write returned, which can be just after the reader
+    // has the bytes: wait for both counters.
+    let body = scrape_until(&edge, None, |body| {
+        sample(body, "shardcast_path_received_packets_total{path=\"live\"}") == Some(f64::from(PACKETS))
+            && sample(body, "shardcast_sent_packets_total").is_some_and(|sent| sent >= f64::from(PACKETS))
+    });
     let expect = |series: &str, value: f64| {
         assert_eq!(sample(&body, series), Some(value), "{series} in:\n{body}");
     };
@@ -76,7 +76,7 @@ fn a_scrape_after_known_traffic_shows_the_paths_readers_publishers_and_packet_co
 
     drop(reader);
     drop(publisher);
-    let body = scrape_until(&edge, None, "shardcast_connections", 0.0);
+    let body = scrape_until(&edge, None, |body| sample(body, "shardcast_connections") == Some(0.0));
     assert_eq!(sample(&body, "shardcast_connections"), Some(0.0), "{body}");
 }
 

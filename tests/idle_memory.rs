@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use common::backtraces::application_frames;
 use common::relay_fixtures::{publish_tcp, start_relay, with_udp, H264_SDP};
 
 /// Keeps the live heap of the server's threads, in total and per allocation size.
@@ -216,26 +217,8 @@ fn surviving_sites(readers: usize) -> String {
     let mut sites: HashMap<String, (usize, usize)> = HashMap::new();
     for (size, trace) in traces.values() {
         let text = trace.to_string();
-        let frames: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.split_once(": ").is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
-            .map(|l| l.split_once(": ").map_or(l, |(_, f)| f))
-            .filter(|f| {
-                ![
-                    "std::",
-                    "core::",
-                    "alloc::",
-                    "<alloc::",
-                    "<core::",
-                    "<std::",
-                    "__rust",
-                    "idle_memory::",
-                ]
-                .iter()
-                .any(|p| f.starts_with(p))
-                    && !f.starts_with("<idle_memory::")
-            })
+        let frames: Vec<&str> = application_frames(&text, &["idle_memory::"])
+            .into_iter()
             .take(4)
             .collect();
         let site = sites.entry(frames.join("\n      <- ")).or_default();

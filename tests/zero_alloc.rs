@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::backtraces::application_frames;
 use common::relay_fixtures::{publish_tcp, rtp_packet, start_relay, with_udp, H264_SDP};
 use common::RawClient;
 
@@ -451,27 +452,7 @@ fn allocation_sites(traces: &[Backtrace]) -> String {
     let mut sites: HashMap<String, usize> = HashMap::new();
     for trace in traces {
         let text = trace.to_string();
-        let frames: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.split_once(": ").is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
-            .map(|l| l.split_once(": ").map_or(l, |(_, f)| f))
-            .filter(|f| {
-                ![
-                    "std::",
-                    "core::",
-                    "alloc::",
-                    "<alloc::",
-                    "<core::",
-                    "<std::",
-                    "__rust",
-                    "zero_alloc::Counting",
-                ]
-                .iter()
-                .any(|p| f.starts_with(p))
-                    && !f.starts_with("<zero_alloc::Counting")
-            })
-            .collect();
+        let frames = application_frames(&text, &["zero_alloc::Counting"]);
         // The innermost frames say what allocated, the innermost shardcast frame on whose behalf.
         let mut key: Vec<&str> = frames.iter().take(3).copied().collect();
         if let Some(ours) = frames.iter().skip(3).find(|f| f.starts_with("shardcast::")) {

@@ -3,6 +3,7 @@
 //! when the test ends, pass or fail.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod backtraces;
 pub mod binary;
 pub mod http;
 pub mod netns;
@@ -72,16 +73,7 @@ impl RawClient {
     /// Sends a request with the next CSeq and the given extra header lines; returns the CSeq used.
     pub fn send(&mut self, method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> u32 {
         self.cseq += 1;
-        let mut text = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
-        for (k, v) in headers {
-            text.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if !body.is_empty() {
-            text.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        text.push_str("\r\n");
-        let mut bytes = text.into_bytes();
-        bytes.extend_from_slice(body);
+        let bytes = encode_request(self.cseq, method, url, headers, body);
         self.send_raw(&bytes);
         self.cseq
     }
@@ -89,61 +81,12 @@ impl RawClient {
     /// Sends a request and reads its response (skipping interleaved frames); panics if the connection closes.
     pub fn request(&mut self, method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> RawResponse {
         self.send(method, url, headers, body);
-        loop {
-            match self.receive() {
-                Received::Response(r) => return r,
-                Received::Frame { .. } => continue,
-                Received::Closed => panic!("connection closed while waiting for the {method} response"),
-            }
-        }
+        read_response(&mut self.reader, method)
     }
 
     /// Reads the next response or interleaved frame.
     pub fn receive(&mut self) -> Received {
-        let first = match self.reader.fill_buf() {
-            Ok([]) => return Received::Closed,
-            Ok(buf) => buf[0],
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => return Received::Closed,
-            Err(e) => panic!("read from the server: {e}"),
-        };
-        if first == b'$' {
-            let mut header = [0u8; 4];
-            if self.reader.read_exact(&mut header).is_err() {
-                return Received::Closed;
-            }
-            let mut payload = vec![0; usize::from(u16::from_be_bytes([header[2], header[3]]))];
-            self.reader.read_exact(&mut payload).expect("frame payload");
-            return Received::Frame {
-                channel: header[1],
-                payload,
-            };
-        }
-        let mut status_line = String::new();
-        self.reader.read_line(&mut status_line).expect("status line");
-        let mut parts = status_line.split_whitespace();
-        assert_eq!(parts.next(), Some("RTSP/1.0"), "status line {status_line:?}");
-        let status: u16 = parts.next().and_then(|s| s.parse().ok()).expect("status code");
-        let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).expect("header line");
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (k, v) = line.split_once(':').expect("header has a colon");
-            headers
-                .entry(k.trim().to_ascii_lowercase())
-                .or_default()
-                .push(v.trim().to_owned());
-        }
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.first())
-            .map_or(0, |v| v.parse().expect("numeric Content-Length"));
-        let mut body = vec![0; len];
-        self.reader.read_exact(&mut body).expect("body");
-        Received::Response(RawResponse { status, headers, body })
+        read_message(&mut self.reader)
     }
 
     /// True if the server closes the connection within `within` (reading and discarding anything else).
@@ -163,6 +106,80 @@ impl RawClient {
             }
         }
         false
+    }
+}
+
+/// Reads the next response or interleaved frame from any byte stream (plain or TLS).
+pub fn read_message(reader: &mut impl BufRead) -> Received {
+    let first = match reader.fill_buf() {
+        Ok([]) => return Received::Closed,
+        Ok(buf) => buf[0],
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => return Received::Closed,
+        Err(e) => panic!("read from the server: {e}"),
+    };
+    if first == b'$' {
+        let mut header = [0u8; 4];
+        if reader.read_exact(&mut header).is_err() {
+            return Received::Closed;
+        }
+        let mut payload = vec![0; usize::from(u16::from_be_bytes([header[2], header[3]]))];
+        reader.read_exact(&mut payload).expect("frame payload");
+        return Received::Frame {
+            channel: header[1],
+            payload,
+        };
+    }
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let mut parts = status_line.split_whitespace();
+    assert_eq!(parts.next(), Some("RTSP/1.0"), "status line {status_line:?}");
+    let status: u16 = parts.next().and_then(|s| s.parse().ok()).expect("status code");
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header line");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').expect("header has a colon");
+        headers
+            .entry(k.trim().to_ascii_lowercase())
+            .or_default()
+            .push(v.trim().to_owned());
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.first())
+        .map_or(0, |v| v.parse().expect("numeric Content-Length"));
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).expect("body");
+    Received::Response(RawResponse { status, headers, body })
+}
+
+/// An RTSP request with `cseq` and extra header lines, and `Content-Length` when there is a body.
+pub fn encode_request(cseq: u32, method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut text = format!("{method} {url} RTSP/1.0\r\nCSeq: {cseq}\r\n");
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    text.push_str("\r\n");
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Reads until the response to `method`, skipping interleaved frames; panics if the connection closes.
+pub fn read_response(reader: &mut impl BufRead, method: &str) -> RawResponse {
+    loop {
+        match read_message(reader) {
+            Received::Response(r) => return r,
+            Received::Frame { .. } => continue,
+            Received::Closed => panic!("connection closed while waiting for the {method} response"),
+        }
     }
 }
 

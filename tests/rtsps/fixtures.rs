@@ -2,8 +2,7 @@
 //! a look at this process's sockets.
 #![allow(dead_code)] // each test binary that includes it uses a different subset
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::{CertificateDer, ServerName};
 use shardcast::server::TlsConfig;
 
-use crate::common::{RawResponse, Received};
+use crate::common::{encode_request, read_message, read_response, RawResponse, Received};
 
 /// A self-signed certificate for 127.0.0.1 and its key, as PEM files in a directory removed on drop.
 pub struct CertFiles {
@@ -83,62 +82,17 @@ impl TlsClient {
 
     pub fn request(&mut self, method: &str, url: &str, headers: &[(&str, &str)]) -> RawResponse {
         self.cseq += 1;
-        let mut text = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
-        for (k, v) in headers {
-            text.push_str(&format!("{k}: {v}\r\n"));
-        }
-        text.push_str("\r\n");
         let stream = self.reader.get_mut();
-        stream.write_all(text.as_bytes()).unwrap();
+        stream
+            .write_all(&encode_request(self.cseq, method, url, headers, b""))
+            .unwrap();
         stream.flush().unwrap();
-        loop {
-            match self.receive() {
-                Received::Response(r) => return r,
-                Received::Frame { .. } => continue,
-                Received::Closed => panic!("connection closed while waiting for the {method} response"),
-            }
-        }
+        read_response(&mut self.reader, method)
     }
 
-    /// The next response or interleaved frame (the same framing as `RawClient::receive`).
+    /// The next response or interleaved frame.
     pub fn receive(&mut self) -> Received {
-        let first = match self.reader.fill_buf() {
-            Ok([]) => return Received::Closed,
-            Ok(buf) => buf[0],
-            Err(e) => panic!("read from the server: {e}"),
-        };
-        if first == b'$' {
-            let mut header = [0u8; 4];
-            self.reader.read_exact(&mut header).unwrap();
-            let mut payload = vec![0; usize::from(u16::from_be_bytes([header[2], header[3]]))];
-            self.reader.read_exact(&mut payload).unwrap();
-            return Received::Frame {
-                channel: header[1],
-                payload,
-            };
-        }
-        let mut status_line = String::new();
-        self.reader.read_line(&mut status_line).unwrap();
-        let status: u16 = status_line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line).unwrap();
-            let Some((k, v)) = line.trim_end().split_once(':') else {
-                break;
-            };
-            headers
-                .entry(k.trim().to_ascii_lowercase())
-                .or_default()
-                .push(v.trim().to_owned());
-        }
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.first())
-            .map_or(0, |v| v.parse().unwrap());
-        let mut body = vec![0; len];
-        self.reader.read_exact(&mut body).unwrap();
-        Received::Response(RawResponse { status, headers, body })
+        read_message(&mut self.reader)
     }
 
     /// SETUP of the first track on interleaved channels 0-1 and PLAY.
