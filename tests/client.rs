@@ -254,6 +254,84 @@ fn describe_of_an_unpublished_path_is_404() {
     );
 }
 
+/// Reads one request head (the client sends no body with OPTIONS) and returns it.
+fn read_request_head(reader: &mut impl BufRead) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "client closed: {head}");
+        head.push_str(&line);
+        if line == "\r\n" {
+            return head;
+        }
+    }
+}
+
+fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn a_digest_challenge_with_qop_is_answered_with_a_client_nonce_and_an_increasing_count() {
+    use shardcast::proto::auth::{verify, Authorization, Credentials};
+    use std::io::Write;
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let url = format!("rtsp://{addr}/cam");
+    let camera = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut counts = Vec::new();
+            for round in 0..3 {
+                let head = read_request_head(&mut reader);
+                let cseq = header_value(&head, "CSeq").unwrap().to_owned();
+                let reply = match header_value(&head, "Authorization") {
+                    None => format!(
+                        "RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\n\
+                         WWW-Authenticate: Digest realm=\"cam\", nonce=\"n0nce\", qop=\"auth\"\r\n\r\n"
+                    ),
+                    Some(value) => {
+                        let a = Authorization::parse(value).unwrap();
+                        let creds = Credentials {
+                            username: "admin",
+                            password: "12345",
+                        };
+                        let ok = verify(&a, &[AuthMethod::DigestMd5], "OPTIONS", &url, "cam", "n0nce", &creds);
+                        let Authorization::Digest(d) = &a else {
+                            panic!("not Digest: {value}")
+                        };
+                        assert!(ok, "round {round}: {value}");
+                        assert_eq!(d.qop.as_deref(), Some("auth"), "{value}");
+                        counts.push((d.nc.clone().unwrap(), d.cnonce.clone().unwrap()));
+                        format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, DESCRIBE\r\n\r\n")
+                    }
+                };
+                writer.write_all(reply.as_bytes()).unwrap();
+            }
+            counts
+        }
+    });
+    run(async move {
+        let mut client = Client::connect(&format!("rtsp://admin:12345@{addr}/cam"), ClientConfig::default())
+            .await
+            .unwrap();
+        client.options().await.unwrap();
+        client.options().await.unwrap();
+    });
+    let counts = camera.join().unwrap();
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!((counts[0].0.as_str(), counts[1].0.as_str()), ("00000001", "00000002"));
+    assert_eq!(counts[0].1, counts[1].1, "one client nonce per challenge");
+    assert!(counts[0].1.len() >= 8, "{counts:?}");
+}
+
 #[test]
 fn a_silent_server_is_a_timeout_after_the_read_timeout() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

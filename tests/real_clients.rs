@@ -46,7 +46,7 @@ fn wait_published(server: &Server, path: &str) {
             return r.status == 200;
         }
         let challenge = Challenge::parse(r.header("WWW-Authenticate").unwrap()).unwrap();
-        let value = authorize(&challenge, USER, PASSWORD, "DESCRIBE", &url).unwrap();
+        let value = authorize(&challenge, USER, PASSWORD, "DESCRIBE", &url, None).unwrap();
         c.request("DESCRIBE", &url, &[("Authorization", &value)], b"").status == 200
     });
     assert!(ok, "{path} was not published within 20 s");

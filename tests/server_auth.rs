@@ -51,7 +51,7 @@ fn each_enabled_method_accepts_the_right_password() {
         let mut c = RawClient::connect(server.local_addr());
         let offered = challenges(&mut c, &url);
         assert_eq!(offered.len(), 1);
-        let value = authorize(&offered[0], "alice", "s3cret", "DESCRIBE", &url).unwrap();
+        let value = authorize(&offered[0], "alice", "s3cret", "DESCRIBE", &url, None).unwrap();
         // Past authentication, the relay answers 404: nothing is published on this path.
         let r = c.request("DESCRIBE", &url, &[("Authorization", &value)], b"");
         assert_eq!(r.status, 404, "{method}: {r:?}");
@@ -65,7 +65,7 @@ fn digest_credentials_for_the_path_alone_or_with_a_trailing_slash_are_accepted()
     let mut c = RawClient::connect(server.local_addr());
     let offered = challenges(&mut c, &url);
     for uri in ["/cam".to_owned(), format!("{url}/")] {
-        let value = authorize(&offered[0], "alice", "s3cret", "DESCRIBE", &uri).unwrap();
+        let value = authorize(&offered[0], "alice", "s3cret", "DESCRIBE", &uri, None).unwrap();
         let r = c.request("DESCRIBE", &url, &[("Authorization", &value)], b"");
         assert_eq!(r.status, 404, "digest over {uri}: {r:?}");
     }
@@ -78,7 +78,7 @@ fn wrong_credentials_get_401_after_a_delay_and_the_connection_closes() {
     let mut c = RawClient::connect(server.local_addr());
     let offered = challenges(&mut c, &url);
     let digest = offered.iter().find(|ch| ch.method == AuthMethod::DigestMd5).unwrap();
-    let value = authorize(digest, "alice", "guess", "DESCRIBE", &url).unwrap();
+    let value = authorize(digest, "alice", "guess", "DESCRIBE", &url, None).unwrap();
     let asked = Instant::now();
     let r = c.request("DESCRIBE", &url, &[("Authorization", &value)], b"");
     assert_eq!(r.status, 401);
@@ -101,8 +101,9 @@ fn a_method_that_is_not_enabled_is_refused_even_with_the_right_password() {
         nonce: None,
         opaque: None,
         stale: false,
+        qop_auth: false,
     };
-    let value = authorize(&basic, "alice", "s3cret", "DESCRIBE", &url).unwrap();
+    let value = authorize(&basic, "alice", "s3cret", "DESCRIBE", &url, None).unwrap();
     let r = c.request("DESCRIBE", &url, &[("Authorization", &value)], b"");
     assert_eq!(r.status, 401);
     assert!(c.closed_within(Duration::from_secs(3)));
@@ -114,7 +115,7 @@ fn a_digest_response_made_for_another_connections_nonce_is_refused() {
     let url = format!("rtsp://{}/cam", server.local_addr());
     let mut first = RawClient::connect(server.local_addr());
     let offered = challenges(&mut first, &url);
-    let value = authorize(&offered[0], "alice", "s3cret", "DESCRIBE", &url).unwrap();
+    let value = authorize(&offered[0], "alice", "s3cret", "DESCRIBE", &url, None).unwrap();
     let mut second = RawClient::connect(server.local_addr());
     let r = second.request("DESCRIBE", &url, &[("Authorization", &value)], b"");
     assert_eq!(r.status, 401, "a replayed digest must not work on another connection");

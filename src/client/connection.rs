@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use futures_lite::future;
 
 use super::error::{ClientError, Result};
-use crate::proto::auth::{authorize, pick_strongest, Challenge};
+use crate::proto::auth::{authorize, pick_strongest, Challenge, QopCounter};
 use crate::proto::headers::{CSeq, Public, SessionHeader, TypedHeader};
 use crate::proto::rtsp::{Decoder, Limits, Message, Request, Response, StatusCode};
 use crate::proto::url::UrlError;
@@ -238,6 +238,9 @@ pub(crate) struct Connection {
     credentials: Option<(String, String)>,
     /// The challenge answered on every request once a 401 asked for it.
     challenge: Option<Challenge>,
+    /// For a challenge with `qop="auth"`: our client nonce and how many requests answered it.
+    client_nonce: String,
+    nonce_count: u32,
     cseq: u32,
     pub(crate) session: Option<String>,
     pub(crate) session_timeout: Option<Duration>,
@@ -290,6 +293,8 @@ impl Connection {
                         url: url.url,
                         credentials: url.credentials,
                         challenge: None,
+                        client_nonce: String::new(),
+                        nonce_count: 0,
                         cseq: 0,
                         session: None,
                         session_timeout: None,
@@ -362,7 +367,14 @@ impl Connection {
             request.headers.set("Session", session);
         }
         if let (Some(challenge), Some((user, password))) = (&self.challenge, &self.credentials) {
-            let value = authorize(challenge, user, password, method.as_str(), url)
+            let qop = challenge.qop_auth.then(|| {
+                self.nonce_count = self.nonce_count.wrapping_add(1);
+                QopCounter {
+                    cnonce: &self.client_nonce,
+                    count: self.nonce_count,
+                }
+            });
+            let value = authorize(challenge, user, password, method.as_str(), url, qop)
                 .map_err(|e| ClientError::Auth(e.to_string()))?;
             request.headers.set("Authorization", &value);
         }
@@ -469,8 +481,23 @@ impl Connection {
         let chosen = pick_strongest(&challenges)
             .ok_or_else(|| ClientError::Auth("the 401 carries no Basic or Digest challenge".into()))?;
         self.challenge = Some(chosen.clone());
+        self.client_nonce = client_nonce();
+        self.nonce_count = 0;
         Ok(true)
     }
+}
+
+/// A random client nonce for Digest `qop`: 16 hex digits.
+fn client_nonce() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // Without the OS's randomness, a clock-derived nonce still differs per challenge.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos as u64).to_le_bytes();
+    }
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

@@ -371,6 +371,18 @@ pub struct Challenge {
     pub opaque: Option<String>,
     /// Whether the server says our previous nonce was stale.
     pub stale: bool,
+    /// Whether the server offers `qop="auth"`: the answer then carries a client nonce and a
+    /// nonce count (RFC 2617 §3.2.2), as many IP cameras require.
+    pub qop_auth: bool,
+}
+
+/// What a client adds to a Digest answer when the challenge offers `qop="auth"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QopCounter<'a> {
+    /// The client nonce, chosen at random once per challenge.
+    pub cnonce: &'a str,
+    /// How many requests have answered this challenge's nonce, this one included (1 first).
+    pub count: u32,
 }
 
 impl Challenge {
@@ -383,6 +395,9 @@ impl Challenge {
             }
             if self.stale {
                 push_param(&mut out, "stale", "TRUE", false);
+            }
+            if self.qop_auth {
+                push_param(&mut out, "qop", "auth", false);
             }
         }
         out
@@ -406,6 +421,7 @@ impl Challenge {
                 nonce: None,
                 opaque: None,
                 stale: false,
+                qop_auth: false,
             });
         }
         let algorithm = match find(&params, "algorithm") {
@@ -419,6 +435,8 @@ impl Challenge {
             nonce: Some(nonce.to_string()),
             opaque: find(&params, "opaque").map(str::to_string),
             stale: find(&params, "stale").is_some_and(|s| s.eq_ignore_ascii_case("true")),
+            // A list such as "auth,auth-int": we answer with auth (no body integrity).
+            qop_auth: find(&params, "qop").is_some_and(|q| q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth"))),
         })
     }
 }
@@ -431,14 +449,16 @@ pub fn pick_strongest(challenges: &[Challenge]) -> Option<&Challenge> {
 
 /// Builds the `Authorization` header value answering `challenge`.
 ///
-/// `uri` is the request URI that goes into the digest (normally the URL of
-/// the request line). Fails only if a Digest challenge has no nonce.
+/// `uri` is the request URI that goes into the digest (normally the URL of the request line).
+/// `qop` is needed when the challenge offers `qop="auth"` (and ignored otherwise). Fails if a
+/// Digest challenge has no nonce, or asks for `qop` and none is given.
 pub fn authorize(
     challenge: &Challenge,
     username: &str,
     password: &str,
     rtsp_method: &str,
     uri: &str,
+    qop: Option<QopCounter<'_>>,
 ) -> Result<String, AuthError> {
     let algorithm = match challenge.method {
         AuthMethod::Basic => {
@@ -452,13 +472,18 @@ pub fn authorize(
         AuthMethod::DigestSha256 => DigestAlgorithm::Sha256,
     };
     let nonce = challenge.nonce.as_deref().ok_or(AuthError::MissingParameter("nonce"))?;
+    let qop = match (challenge.qop_auth, qop) {
+        (false, _) => None,
+        (true, Some(counter)) => Some((format!("{:08x}", counter.count), counter.cnonce)),
+        (true, None) => return Err(AuthError::MissingParameter("cnonce")),
+    };
     let response = digest_response(
         algorithm,
         [username, &challenge.realm, password],
         rtsp_method,
         uri,
         nonce,
-        None,
+        qop.as_ref().map(|(nc, cnonce)| (nc.as_str(), *cnonce, "auth")),
     );
     Ok(Authorization::Digest(DigestResponse {
         username: username.to_string(),
@@ -468,9 +493,9 @@ pub fn authorize(
         response,
         algorithm,
         opaque: challenge.opaque.clone(),
-        qop: None,
-        cnonce: None,
-        nc: None,
+        qop: qop.is_some().then(|| "auth".to_owned()),
+        cnonce: qop.as_ref().map(|(_, cnonce)| (*cnonce).to_owned()),
+        nc: qop.map(|(nc, _)| nc),
     })
     .encode())
 }
@@ -731,7 +756,7 @@ mod tests {
 
     fn authz(m: AuthMethod, pass: &str, method: &str, uri: &str) -> Authorization {
         let c = Challenge::parse(&challenge(m, "shardcast", "abc")).unwrap();
-        Authorization::parse(&authorize(&c, "user", pass, method, uri).unwrap()).unwrap()
+        Authorization::parse(&authorize(&c, "user", pass, method, uri, None).unwrap()).unwrap()
     }
 
     fn ok(a: &Authorization, enabled: &[AuthMethod], url: &str) -> bool {
@@ -758,11 +783,46 @@ mod tests {
             nonce: None,
             opaque: None,
             stale: false,
+            qop_auth: false,
         };
         assert_eq!(
-            authorize(&c, "u", "p", "GET", "/"),
+            authorize(&c, "u", "p", "GET", "/", None),
             Err(AuthError::MissingParameter("nonce"))
         );
+    }
+
+    #[test]
+    fn a_qop_challenge_is_answered_with_a_client_nonce_and_a_count_the_server_verifies() {
+        let offered = format!(
+            "{}, qop=\"auth,auth-int\"",
+            challenge(AuthMethod::DigestMd5, "shardcast", "abc")
+        );
+        let c = Challenge::parse(&offered).unwrap();
+        assert!(c.qop_auth);
+        assert_eq!(Challenge::parse(&c.encode()), Ok(c.clone()));
+        for count in [1, 2, 0x1_0000] {
+            let counter = QopCounter {
+                cnonce: "0a4f113b",
+                count,
+            };
+            let value = authorize(&c, "user", CREDS.password, "DESCRIBE", URL, Some(counter)).unwrap();
+            let a = Authorization::parse(&value).unwrap();
+            assert!(ok(&a, &ALL, URL), "{value}");
+            let Authorization::Digest(d) = &a else {
+                panic!("not digest: {value}")
+            };
+            assert_eq!(
+                (d.qop.as_deref(), d.cnonce.as_deref()),
+                (Some("auth"), Some("0a4f113b"))
+            );
+            assert_eq!(d.nc.as_deref(), Some(format!("{count:08x}").as_str()));
+        }
+        assert_eq!(
+            authorize(&c, "user", CREDS.password, "DESCRIBE", URL, None),
+            Err(AuthError::MissingParameter("cnonce"))
+        );
+        let plain = Challenge::parse(&challenge(AuthMethod::DigestMd5, "shardcast", "abc")).unwrap();
+        assert!(!plain.qop_auth);
     }
 
     #[test]
