@@ -31,9 +31,13 @@ pub(crate) const MAX_IOVECS: usize = 128;
 
 /// Splits an accepted stream into halves that can be used by two tasks of one executor.
 pub(crate) fn split(stream: TcpStream) -> (TcpReadHalf, TcpWriteHalf) {
-    // Small interleaved frames must not wait for Nagle's algorithm.
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    // Small interleaved frames must not wait for Nagle's algorithm. An RTSPS connection's plaintext
+    // end is a Unix socket (runtime::tls), which has no Nagle to turn off.
+    match stream.set_nodelay(true) {
+        Err(e) if e.raw_os_error() != Some(libc::EOPNOTSUPP) => {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        _ => {}
     }
     let fd = stream.as_raw_fd();
     let shared = Rc::new(RefCell::new(stream));
