@@ -172,12 +172,8 @@ impl Player {
     /// Sends a request and waits (blocking) for its response, skipping interleaved frames.
     fn request(&mut self, method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
         self.cseq += 1;
-        let mut text = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
-        for (k, v) in headers {
-            text.push_str(&format!("{k}: {v}\r\n"));
-        }
-        text.push_str("\r\n");
-        self.stream.write_all(text.as_bytes()).unwrap();
+        let request = common::encode_request(self.cseq, method, url, headers, b"");
+        self.stream.write_all(&request).unwrap();
         let mut scratch = vec![0u8; 16 * 1024];
         loop {
             self.frames(|_, _| {}).ok();

@@ -17,14 +17,14 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::backtraces::application_frames;
 use common::relay_fixtures::{publish_tcp, start_relay, with_udp, H264_SDP};
+use common::PlayerControl;
 
 /// Keeps the live heap of the server's threads, in total and per allocation size.
 struct Counting;
@@ -243,73 +243,15 @@ fn surviving_sites(readers: usize) -> String {
     text
 }
 
-/// A player's control connection: requests written by hand, each response read to its end.
-struct Control {
-    stream: TcpStream,
-    cseq: u32,
-}
-
-impl Control {
-    /// Sends a request; returns the status and the `Session` id of the response.
-    fn request(&mut self, method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) {
-        self.cseq += 1;
-        let mut text = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
-        for (k, v) in headers {
-            text.push_str(&format!("{k}: {v}\r\n"));
-        }
-        text.push_str("\r\n");
-        self.stream.write_all(text.as_bytes()).unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(
-                self.stream.read(&mut byte).unwrap(),
-                1,
-                "closed during the {method} response"
-            );
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        let header = |name: &str| {
-            head.lines().find_map(|line| {
-                let (k, v) = line.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-            })
-        };
-        if let Some(length) = header("content-length") {
-            let mut body = vec![0; length.parse().unwrap()];
-            self.stream.read_exact(&mut body).unwrap();
-        }
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let session = header("session").map(|v| v.split(';').next().unwrap_or_default().to_owned());
-        (status, session)
-    }
-
-    /// DESCRIBE, SETUP of the first track with `transport`, PLAY: what a player does before it waits.
-    fn play(addr: SocketAddr, path: &str, transport: &str) -> Control {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut c = Control { stream, cseq: 0 };
-        let base = format!("rtsp://{addr}/{path}");
-        let (status, _) = c.request("DESCRIBE", &base, &[("Accept", "application/sdp")]);
-        assert_eq!(status, 200, "DESCRIBE");
-        let (status, session) = c.request("SETUP", &format!("{base}/trackID=0"), &[("Transport", transport)]);
-        assert_eq!(status, 200, "SETUP {transport}");
-        let (status, _) = c.request("PLAY", &base, &[("Session", &session.unwrap())]);
-        assert_eq!(status, 200, "PLAY {transport}");
-        c
-    }
-}
-
 /// An idle reader: its control connection and, over UDP, its RTP and RTCP sockets.
 struct Reader {
-    _control: Control,
+    _control: PlayerControl,
     _udp: Option<(UdpSocket, UdpSocket)>,
 }
 
 fn tcp_reader(addr: SocketAddr, path: &str) -> Reader {
     Reader {
-        _control: Control::play(addr, path, "RTP/AVP/TCP;unicast;interleaved=0-1"),
+        _control: PlayerControl::play(addr, path, "RTP/AVP/TCP;unicast;interleaved=0-1", true),
         _udp: None,
     }
 }
@@ -323,7 +265,7 @@ fn udp_reader(addr: SocketAddr, path: &str) -> Reader {
         rtcp.local_addr().unwrap().port()
     );
     Reader {
-        _control: Control::play(addr, path, &transport),
+        _control: PlayerControl::play(addr, path, &transport, true),
         _udp: Some((rtp, rtcp)),
     }
 }

@@ -19,7 +19,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::backtrace::Backtrace;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::backtraces::application_frames;
 use common::relay_fixtures::{publish_tcp, rtp_packet, start_relay, with_udp, H264_SDP};
-use common::RawClient;
+use common::{PlayerControl, RawClient};
 
 /// Counts every allocation and reallocation of the process.
 struct Counting;
@@ -174,67 +174,6 @@ fn last_byte(seq: u16) -> u8 {
     ((PAYLOAD - 1) * 7 + usize::from(seq) * 13) as u8
 }
 
-/// A player's control connection: requests by hand, the response read up to its blank line. No
-/// packet flows before the test publishes, so nothing follows a response on the socket.
-struct Control {
-    stream: TcpStream,
-    cseq: u32,
-}
-
-impl Control {
-    fn connect(addr: SocketAddr) -> Control {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Control { stream, cseq: 0 }
-    }
-
-    /// Sends a request and returns the status and the `Session` id of the response.
-    fn request(&mut self, method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, Option<String>) {
-        self.cseq += 1;
-        let mut text = format!("{method} {url} RTSP/1.0\r\nCSeq: {}\r\n", self.cseq);
-        for (k, v) in headers {
-            text.push_str(&format!("{k}: {v}\r\n"));
-        }
-        text.push_str("\r\n");
-        self.stream.write_all(text.as_bytes()).unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(
-                self.stream.read(&mut byte).unwrap(),
-                1,
-                "connection closed during the {method} response"
-            );
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        assert!(
-            !head.to_ascii_lowercase().contains("content-length"),
-            "{method} response with a body: {head}"
-        );
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let session = head.lines().find_map(|line| {
-            let (k, v) = line.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("session")
-                .then(|| v.trim().split(';').next().unwrap_or_default().to_owned())
-        });
-        (status, session)
-    }
-
-    /// SETUP with `transport` and PLAY of `path`.
-    fn play(addr: SocketAddr, path: &str, transport: &str) -> Control {
-        let mut c = Control::connect(addr);
-        let base = format!("rtsp://{addr}/{path}");
-        let (status, session) = c.request("SETUP", &format!("{base}/trackID=0"), &[("Transport", transport)]);
-        assert_eq!(status, 200, "SETUP {transport}");
-        let session = session.unwrap();
-        let (status, _) = c.request("PLAY", &base, &[("Session", &session)]);
-        assert_eq!(status, 200, "PLAY {transport}");
-        c
-    }
-}
-
 /// Where a reader's packets come from.
 enum Source {
     Udp {
@@ -251,7 +190,7 @@ enum Source {
 /// A reader checking that packets arrive in order and intact, without allocating.
 struct Reader {
     source: Source,
-    _control: Control,
+    _control: PlayerControl,
     /// The sequence number the next packet must have.
     next: u16,
 }
@@ -380,7 +319,7 @@ fn udp_reader(addr: SocketAddr, path: &str) -> Reader {
         rtp.local_addr().unwrap().port(),
         rtcp.local_addr().unwrap().port()
     );
-    let control = Control::play(addr, path, &transport);
+    let control = PlayerControl::play(addr, path, &transport, false);
     rtp.set_nonblocking(true).unwrap();
     Reader {
         source: Source::Udp { rtp, _rtcp: rtcp },
@@ -391,7 +330,7 @@ fn udp_reader(addr: SocketAddr, path: &str) -> Reader {
 
 /// A TCP reader of `path`: SETUP interleaved on channels 0-1, PLAY, then frames on that connection.
 fn tcp_reader(addr: SocketAddr, path: &str) -> Reader {
-    let control = Control::play(addr, path, "RTP/AVP/TCP;unicast;interleaved=0-1");
+    let control = PlayerControl::play(addr, path, "RTP/AVP/TCP;unicast;interleaved=0-1", false);
     let stream = control.stream.try_clone().unwrap();
     stream.set_nonblocking(true).unwrap();
     Reader {

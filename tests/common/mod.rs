@@ -183,6 +183,64 @@ pub fn read_response(reader: &mut impl BufRead, method: &str) -> RawResponse {
     }
 }
 
+/// A player's control connection without read-ahead: each response is read to its end and no
+/// further, so the socket can then be left idle or handed to a media reader with nothing lost.
+pub struct PlayerControl {
+    pub stream: TcpStream,
+    cseq: u32,
+}
+
+impl PlayerControl {
+    pub fn connect(addr: SocketAddr) -> PlayerControl {
+        let stream = TcpStream::connect(addr).expect("connect to the server");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        PlayerControl { stream, cseq: 0 }
+    }
+
+    /// Sends a request and reads its response: the head a byte at a time, then the body.
+    pub fn request(&mut self, method: &str, url: &str, headers: &[(&str, &str)]) -> RawResponse {
+        self.cseq += 1;
+        self.stream
+            .write_all(&encode_request(self.cseq, method, url, headers, b""))
+            .expect("write to the server");
+        let mut message = Vec::new();
+        let mut byte = [0u8; 1];
+        while !message.ends_with(b"\r\n\r\n") {
+            let n = self.stream.read(&mut byte).expect("read from the server");
+            assert_eq!(n, 1, "connection closed during the {method} response");
+            message.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&message).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:")?.trim().parse().ok());
+        let mut body = vec![0; length.unwrap_or(0)];
+        self.stream.read_exact(&mut body).expect("response body");
+        message.extend_from_slice(&body);
+        match read_message(&mut std::io::Cursor::new(message)) {
+            Received::Response(r) => r,
+            other => panic!("not a response to {method}: {other:?}"),
+        }
+    }
+
+    /// What a player does before it waits for media: DESCRIBE when asked, SETUP of the first
+    /// track with `transport`, PLAY; each must answer 200.
+    pub fn play(addr: SocketAddr, path: &str, transport: &str, describe: bool) -> PlayerControl {
+        let mut c = PlayerControl::connect(addr);
+        let base = format!("rtsp://{addr}/{path}");
+        if describe {
+            let r = c.request("DESCRIBE", &base, &[("Accept", "application/sdp")]);
+            assert_eq!(r.status, 200, "DESCRIBE: {r:?}");
+        }
+        let r = c.request("SETUP", &format!("{base}/trackID=0"), &[("Transport", transport)]);
+        assert_eq!(r.status, 200, "SETUP {transport}: {r:?}");
+        let session = relay_fixtures::session_of(&r);
+        let r = c.request("PLAY", &base, &[("Session", &session)]);
+        assert_eq!(r.status, 200, "PLAY {transport}: {r:?}");
+        c
+    }
+}
+
 /// A child process killed when dropped, so a failing test leaves nothing running.
 pub struct ChildGuard {
     child: Option<Child>,
