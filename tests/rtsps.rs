@@ -14,9 +14,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::first_allowed_cpu;
 use common::relay_fixtures::{publish_tcp, rtp_packet, send_frame, session_of, start_relay, with_udp, H264_SDP};
 use common::{eventually, ffmpeg_publish, ffmpeg_read, ChildGuard, RawClient, Received};
-use fixtures::{first_allowed_cpu, this_process_holds, CertFiles, TlsClient};
+use fixtures::{this_process_holds, CertFiles, TlsClient};
 use shardcast::proto::Method;
 use shardcast::server::{CloseReason, Handler, Server, ServerConfig, ServerConn, TlsConfig, TlsConfigError};
 

@@ -375,7 +375,7 @@ fn closing_the_server_closes_its_connections_and_is_idempotent() {
 #[test]
 fn a_listener_factory_replaces_binding_and_its_errors_fail_start() {
     use shardcast::server::ListenerFactory;
-    let cpu = core_affinity_first_cpu();
+    let cpu = common::first_allowed_cpu();
     let made = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = made.local_addr().unwrap();
     let slot = std::sync::Mutex::new(Some(made));
@@ -402,17 +402,6 @@ fn a_listener_factory_replaces_binding_and_its_errors_fail_start() {
         matches!(refused, Err(shardcast::server::StartError::Bind { .. })),
         "{refused:?}"
     );
-}
-
-/// A CPU this process may run on.
-fn core_affinity_first_cpu() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim();
-    list.split([',', '-']).next().unwrap().parse().unwrap()
 }
 
 #[test]

@@ -91,22 +91,39 @@ impl RawClient {
 
     /// True if the server closes the connection within `within` (reading and discarding anything else).
     pub fn closed_within(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
         self.reader
             .get_ref()
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        while Instant::now() < deadline {
-            let mut buf = [0u8; 4096];
-            match self.reader.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(_) => return true,
-            }
-        }
-        false
+        ends_within(&mut self.reader, within)
     }
+}
+
+/// True if `reader` (whose socket has a short read timeout) reaches its end within `within`,
+/// reading and discarding whatever still arrives; a reset or an unclean TLS end counts as an end.
+pub fn ends_within(reader: &mut impl Read, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = vec![0u8; 64 * 1024];
+    while Instant::now() < deadline {
+        match reader.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// A CPU this process may run on.
+pub fn first_allowed_cpu() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    list.split([',', '-']).next().unwrap().parse().unwrap()
 }
 
 /// Reads the next response or interleaved frame from any byte stream (plain or TLS).

@@ -2,16 +2,16 @@
 //! a look at this process's sockets.
 #![allow(dead_code)] // each test binary that includes it uses a different subset
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use shardcast::server::TlsConfig;
 
-use crate::common::{encode_request, read_message, read_response, RawResponse, Received};
+use crate::common::{encode_request, ends_within, read_message, read_response, RawResponse, Received};
 
 /// A self-signed certificate for 127.0.0.1 and its key, as PEM files in a directory removed on drop.
 pub struct CertFiles {
@@ -111,20 +111,10 @@ impl TlsClient {
     /// True if the server ends the connection within `within`, reading and discarding what it
     /// still delivers; an unclean end (no close_notify) counts.
     pub fn closed_within(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
         self.socket()
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        while Instant::now() < deadline {
-            match self.reader.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(_) => return true,
-            }
-        }
-        false
+        ends_within(&mut self.reader, within)
     }
 }
 
@@ -148,15 +138,4 @@ pub fn this_process_holds(local: SocketAddr, remote: SocketAddr) -> bool {
         std::fs::read_link(fd.unwrap().path())
             .is_ok_and(|target| inodes.iter().any(|inode| target.as_os_str() == inode.as_str()))
     })
-}
-
-/// A CPU this process may run on.
-pub fn first_allowed_cpu() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let list = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim();
-    list.split([',', '-']).next().unwrap().parse().unwrap()
 }
