@@ -198,6 +198,9 @@ pub struct PathConfig {
     pub read_users: Option<Vec<String>>,
 }
 
+/// Default `start_timeout` and `close_after_idle` of a `[[paths]]` entry.
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl PathConfig {
     /// Every path, published by a client, with the defaults: what a file without `[[paths]]` serves.
     pub fn any_published() -> PathConfig {
@@ -207,8 +210,8 @@ impl PathConfig {
             source: PathSource::Publisher,
             source_transport: SourceTransport::Tcp,
             on_demand: true,
-            start_timeout: Duration::from_secs(10),
-            close_after_idle: Duration::from_secs(10),
+            start_timeout: DEFAULT_PULL_TIMEOUT,
+            close_after_idle: DEFAULT_PULL_TIMEOUT,
             max_readers: 0,
             publish_users: None,
             read_users: None,
@@ -272,13 +275,7 @@ mod tests {
         PathConfig {
             matcher,
             source,
-            source_transport: SourceTransport::Tcp,
-            on_demand: true,
-            start_timeout: Duration::from_secs(10),
-            close_after_idle: Duration::from_secs(10),
-            max_readers: 0,
-            publish_users: None,
-            read_users: None,
+            ..PathConfig::any_published()
         }
     }
 

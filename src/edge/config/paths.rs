@@ -6,11 +6,8 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::{EntryError, EntryLocation};
-use crate::edge::paths::{PathConfig, PathMatcher, PathSource, SourceTransport, SourceUrl};
+use crate::edge::paths::{PathConfig, PathMatcher, PathSource, SourceTransport, SourceUrl, DEFAULT_PULL_TIMEOUT};
 use crate::edge::users::ANY_USER;
-
-/// Default `start_timeout` and `close_after_idle`.
-const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One `[[paths]]` table as written.
 #[derive(Debug, Deserialize)]
